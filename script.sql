@@ -1,0 +1,47 @@
+-- Schema and seed data for the Rinha de Backend 2024 Q1 ledger (SQLite).
+--
+-- The one source of the schema: every API instance runs this file at start (it is compiled into
+-- the binary), so it must be idempotent and safe when two instances run it at the same moment on
+-- a new file. The caller wraps it in BEGIN IMMEDIATE ... COMMIT, so the second instance waits for
+-- the first and then finds everything in place.
+
+CREATE TABLE IF NOT EXISTS clientes (
+    id     INTEGER PRIMARY KEY,
+    limite INTEGER NOT NULL CHECK (limite >= 0),
+    -- Current balance in cents. The CHECK is the last line of defence: the write path refuses an
+    -- overdraft before it reaches this, so a violation here is a bug, never a client error.
+    saldo  INTEGER NOT NULL DEFAULT 0 CHECK (saldo >= -limite)
+) STRICT;
+
+-- Every accepted transaction, in commit order. `id` is assigned under SQLite's write lock, so it
+-- is the order in which the ledger changed, across every process sharing the file.
+CREATE TABLE IF NOT EXISTS transacoes (
+    id           INTEGER PRIMARY KEY,
+    cliente_id   INTEGER NOT NULL REFERENCES clientes (id),
+    valor        INTEGER NOT NULL CHECK (valor > 0),
+    tipo         TEXT    NOT NULL CHECK (tipo IN ('c', 'd')),
+    descricao    TEXT    NOT NULL CHECK (length(descricao) BETWEEN 1 AND 10),
+    -- The client's balance right after this transaction: what the POST answered.
+    saldo_apos   INTEGER NOT NULL,
+    -- RFC 3339 UTC, millisecond precision, taken by SQLite while it holds the write lock.
+    realizada_em TEXT    NOT NULL
+) STRICT;
+
+-- The statement reads the last 10 transactions of one client, newest first.
+CREATE INDEX IF NOT EXISTS transacoes_por_cliente ON transacoes (cliente_id, id DESC);
+
+-- Recording a transaction is one INSERT (see src/db/mod.rs); this trigger applies it to the
+-- balance inside that same statement. One statement means the write lock is held only while
+-- SQLite executes it, with no round trip to the application in between.
+CREATE TRIGGER IF NOT EXISTS transacoes_aplica_saldo
+AFTER INSERT ON transacoes
+BEGIN
+    UPDATE clientes SET saldo = NEW.saldo_apos WHERE id = NEW.cliente_id;
+END;
+
+INSERT OR IGNORE INTO clientes (id, limite, saldo) VALUES
+    (1, 100000, 0),
+    (2, 80000, 0),
+    (3, 1000000, 0),
+    (4, 10000000, 0),
+    (5, 500000, 0);

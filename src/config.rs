@@ -1,0 +1,183 @@
+//! Every setting of the service, read from the environment once at start and passed down.
+//!
+//! Names follow the original design (`DATABASE_URL`, `API_HOST`, `API_PORT`, `RUST_LOG`); the rest
+//! are tuning knobs with defaults that suit the challenge's deployment (two instances, half a CPU
+//! each). A value that does not parse stops the process at start with a message naming the
+//! variable, rather than falling back to a default the operator did not ask for.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The service's settings. `Config::default()` is what an empty environment gives.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `API_HOST`: address to listen on.
+    pub host: String,
+    /// `API_PORT`: port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// `DATABASE_URL`: the SQLite file, as `sqlite://path` (relative to the working directory) or
+    /// `sqlite:///absolute/path`. Created if missing.
+    pub database_url: String,
+    /// `API_WORKERS`: Actix worker threads; default, the CPUs this process may use.
+    pub workers: usize,
+    /// `DB_READ_CONNECTIONS`: connections that serve statements (each has its own thread).
+    pub read_connections: u32,
+    /// `DB_BUSY_TIMEOUT_MS`: how long a write waits for another process's write lock before the
+    /// request fails with 503.
+    pub busy_timeout: Duration,
+    /// `DB_CHECKPOINT_INTERVAL_MS`: how often a background task copies the WAL into the database
+    /// file, so that no request pays for a checkpoint. 0 leaves it to SQLite's own
+    /// auto-checkpoint, which runs inside a committing write.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_owned(),
+            port: 9999,
+            database_url: "sqlite://rinha.db".to_owned(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let config = Self {
+            host: lookup("API_HOST").unwrap_or(defaults.host),
+            port: parse(&lookup, "API_PORT")?.unwrap_or(defaults.port),
+            database_url: lookup("DATABASE_URL").unwrap_or(defaults.database_url),
+            workers: parse(&lookup, "API_WORKERS")?.unwrap_or(defaults.workers),
+            read_connections: parse(&lookup, "DB_READ_CONNECTIONS")?
+                .unwrap_or(defaults.read_connections),
+            busy_timeout: parse(&lookup, "DB_BUSY_TIMEOUT_MS")?
+                .map_or(defaults.busy_timeout, Duration::from_millis),
+            checkpoint_interval: parse(&lookup, "DB_CHECKPOINT_INTERVAL_MS")?
+                .map_or(defaults.checkpoint_interval, Duration::from_millis),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |name, value: String, reason: &str| ConfigError {
+            name,
+            value,
+            reason: reason.to_owned(),
+        };
+        if self.workers == 0 {
+            return Err(invalid("API_WORKERS", "0".into(), "must be at least 1"));
+        }
+        if self.read_connections == 0 {
+            return Err(invalid("DB_READ_CONNECTIONS", "0".into(), "must be at least 1"));
+        }
+        if self.busy_timeout.is_zero() || self.busy_timeout > Duration::from_secs(60) {
+            return Err(invalid(
+                "DB_BUSY_TIMEOUT_MS",
+                self.busy_timeout.as_millis().to_string(),
+                "must be between 1 and 60000",
+            ));
+        }
+        crate::db::check_url(&self.database_url)
+            .map_err(|reason| invalid("DATABASE_URL", self.database_url.clone(), &reason))
+    }
+}
+
+/// Parses variable `name` if it is set.
+fn parse<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let Some(value) = lookup(name) else {
+        return Ok(None);
+    };
+    value.trim().parse().map(Some).map_err(|err: T::Err| ConfigError {
+        name,
+        value,
+        reason: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_defaults() {
+        let config = config_from(&[]).expect("defaults are valid");
+        assert_eq!(config.host, "0.0.0.0");
+        assert_eq!(config.port, 9999);
+        assert_eq!(config.database_url, "sqlite://rinha.db");
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = config_from(&[
+            ("API_HOST", "127.0.0.1"),
+            ("API_PORT", "8080"),
+            ("DATABASE_URL", "sqlite:///shared/rinha.db"),
+            ("API_WORKERS", "3"),
+            ("DB_READ_CONNECTIONS", "4"),
+            ("DB_BUSY_TIMEOUT_MS", "250"),
+            ("DB_CHECKPOINT_INTERVAL_MS", "0"),
+        ])
+        .expect("valid settings");
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.database_url, "sqlite:///shared/rinha.db");
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.read_connections, 4);
+        assert_eq!(config.busy_timeout, Duration::from_millis(250));
+        assert_eq!(config.checkpoint_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_variable_named() {
+        let cases = [
+            ("API_PORT", "99999", "port out of range"),
+            ("API_PORT", "http", "not a number"),
+            ("API_WORKERS", "0", "no workers"),
+            ("DB_READ_CONNECTIONS", "0", "no readers"),
+            ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
+            ("DATABASE_URL", "postgres://localhost/rinha", "not SQLite yet"),
+            ("DATABASE_URL", "sqlite::memory:", "memory is per connection"),
+        ];
+        for (name, value, why) in cases {
+            let err = config_from(&[(name, value)]).expect_err(why);
+            let message = err.to_string();
+            assert!(message.contains(name), "{why}: {message}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What a connection does while another process holds SQLite's write lock, and how long it waited.
+//!
+//! Both API instances write the same file, so a write regularly finds the lock taken by the other
+//! process. SQLite's default busy handler (`sqlite3_busy_timeout`) then sleeps 1, 2, 5, 10, 15,
+//! 20, 25, ... milliseconds between attempts, while the other process holds the lock for only
+//! tens of microseconds: every collision would cost at least a millisecond, straight into tail
+//! latency. This module installs a handler that retries after 20 µs and backs off to at most
+//! 1 ms, and gives up (the request then fails with 503) after the configured timeout.
+//!
+//! The handler runs on the connection's own sqlx worker thread, never on an Actix worker, so its
+//! short sleeps block nothing but the write that is waiting anyway. Because it is a C callback
+//! its counters are process-wide statics; `GET /stats` reports them.
+
+use std::cell::Cell;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+/// The first pause after finding the lock taken.
+const FIRST_PAUSE: Duration = Duration::from_micros(20);
+/// The longest pause between two attempts.
+const LONGEST_PAUSE: Duration = Duration::from_millis(1);
+
+static STATS: Counters = Counters {
+    waits: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    waited_ns: AtomicU64::new(0),
+    longest_ns: AtomicU64::new(0),
+    timeouts: AtomicU64::new(0),
+};
+
+thread_local! {
+    /// When the current wait of this connection's worker thread began.
+    static WAIT_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+struct Counters {
+    waits: AtomicU64,
+    retries: AtomicU64,
+    waited_ns: AtomicU64,
+    longest_ns: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// How often and how long this process waited for a lock held by another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LockWaits {
+    /// Statements that found the lock taken at least once.
+    pub waits: u64,
+    /// Attempts after the first, summed over all waits.
+    pub retries: u64,
+    /// Time spent waiting, summed over all waits, in milliseconds.
+    pub total_ms: f64,
+    /// The longest single wait, in milliseconds.
+    pub longest_ms: f64,
+    /// Waits that reached the busy timeout and failed.
+    pub timeouts: u64,
+}
+
+/// This process's lock-wait counters since it started.
+pub fn lock_waits() -> LockWaits {
+    let ms = |ns: &AtomicU64| ns.load(Relaxed) as f64 / 1e6;
+    LockWaits {
+        waits: STATS.waits.load(Relaxed),
+        retries: STATS.retries.load(Relaxed),
+        total_ms: ms(&STATS.waited_ns),
+        longest_ms: ms(&STATS.longest_ns),
+        timeouts: STATS.timeouts.load(Relaxed),
+    }
+}
+
+/// Replaces the connection's busy handler with [`on_busy`], giving up after `timeout`.
+pub async fn install(conn: &mut SqliteConnection, timeout: Duration) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    // The timeout travels as the callback's context pointer: an integer, nothing to free.
+    let timeout_ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
+    // SAFETY: the handle is locked, so the worker thread makes no call on it meanwhile; the
+    // callback is a plain function that only reads its context as an integer.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(
+            handle.as_raw_handle().as_ptr(),
+            Some(on_busy),
+            timeout_ms as *mut c_void,
+        )
+    };
+    if rc == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "sqlite3_busy_handler failed with code {rc}"
+        )))
+    }
+}
+
+/// Called by SQLite, on the thread running the statement, each time the lock is found taken.
+/// `attempt` counts from 0 within one wait. Returning 0 gives up with `SQLITE_BUSY`.
+extern "C" fn on_busy(timeout_ms: *mut c_void, attempt: c_int) -> c_int {
+    let timeout = Duration::from_millis(timeout_ms as usize as u64);
+    let now = Instant::now();
+    let started = WAIT_STARTED.with(|started| {
+        if attempt == 0 || started.get().is_none() {
+            started.set(Some(now));
+        }
+        started.get().unwrap_or(now)
+    });
+    if attempt == 0 {
+        STATS.waits.fetch_add(1, Relaxed);
+    } else {
+        STATS.retries.fetch_add(1, Relaxed);
+    }
+    if now.duration_since(started) >= timeout {
+        STATS.timeouts.fetch_add(1, Relaxed);
+        return 0;
+    }
+    std::thread::sleep(pause(attempt));
+    let after = Instant::now();
+    STATS
+        .waited_ns
+        .fetch_add(nanos(after.duration_since(now)), Relaxed);
+    STATS
+        .longest_ns
+        .fetch_max(nanos(after.duration_since(started)), Relaxed);
+    1
+}
+
+/// The pause before attempt `attempt + 1`: doubling from [`FIRST_PAUSE`] up to [`LONGEST_PAUSE`].
+fn pause(attempt: c_int) -> Duration {
+    let doublings = attempt.clamp(0, 10) as u32;
+    (FIRST_PAUSE * 2u32.pow(doublings)).min(LONGEST_PAUSE)
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_twenty_microseconds_up_to_one_millisecond() {
+        let pauses: Vec<u128> = (0..9).map(|attempt| pause(attempt).as_micros()).collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(pause(c_int::MAX), LONGEST_PAUSE);
+    }
+}

@@ -1,0 +1,289 @@
+//! Storage: every SQL statement of the service lives in this module, one function each.
+//!
+//! Two pools share one SQLite file in WAL mode. The *writer* pool has a single connection, so
+//! writes from this process queue in memory instead of fighting over SQLite's lock; the only
+//! lock contention left is with the other process, handled by [`busy`]. The *reader* pool serves
+//! statements, which in WAL mode never wait for writers.
+//!
+//! A transaction is recorded by one `INSERT ... SELECT ... RETURNING` statement: the limit check,
+//! the new row and (through a trigger in `script.sql`) the balance update all happen inside it,
+//! in autocommit mode. SQLite takes the write lock when that statement starts and releases it when
+//! it ends, so the lock is held for microseconds with no round trip to async code in between, and
+//! there is no read-then-write race to get wrong.
+//!
+//! sqlx runs each connection on its own thread, so no SQLite call blocks an Actix worker, and
+//! caches each connection's prepared statements, so each statement is prepared once.
+
+pub mod busy;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::Config;
+use crate::domain::{
+    Applied, Client, ClientId, Kind, MAX_BALANCE, NewTransaction, Refused, STATEMENT_LENGTH,
+    Statement, StatementBalance, StatementEntry,
+};
+
+/// The schema and the five clients; applied by every instance at start.
+const SCHEMA: &str = include_str!("../../script.sql");
+
+/// Handle to the ledger's storage; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    /// Clients and their limits, read once at start: no route creates or changes a client, so
+    /// an unknown id is answered without touching SQLite and the limit needs no query.
+    clients: Arc<HashMap<ClientId, Client>>,
+}
+
+/// The result of trying to record a valid transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Applied(Applied),
+    Refused(Refused),
+}
+
+/// A storage failure, in terms the API can act on whatever the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database stayed locked, or every connection stayed busy, for longer than allowed.
+    #[error("the database is busy: {0}")]
+    Busy(#[source] sqlx::Error),
+    #[error(transparent)]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        let sqlite_busy = err
+            .as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == libsqlite3_sys::SQLITE_BUSY);
+        if sqlite_busy || matches!(err, sqlx::Error::PoolTimedOut) {
+            Self::Busy(err)
+        } else {
+            Self::Other(err)
+        }
+    }
+}
+
+/// Checks that `url` names a SQLite file this service can share between processes.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("sqlite:") {
+        return Err("only SQLite is supported (sqlite://path/to/file.db)".to_owned());
+    }
+    let options = SqliteConnectOptions::from_str(url).map_err(|err| err.to_string())?;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err("an in-memory database cannot be shared between connections; use a file".into());
+    }
+    drop(options);
+    Ok(())
+}
+
+impl Database {
+    /// Opens the pools, applies `script.sql` and loads the clients.
+    pub async fn connect(config: &Config) -> Result<Self, StorageError> {
+        let busy_timeout = config.busy_timeout;
+        let mut options = SqliteConnectOptions::from_str(&config.database_url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // Used only until `busy::install` replaces it, i.e. by the pragmas run at connect.
+            .busy_timeout(busy_timeout)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16384")
+            .pragma("mmap_size", "67108864")
+            .pragma("journal_size_limit", "67108864");
+        if !config.checkpoint_interval.is_zero() {
+            // Checkpoints run in the background task instead of inside a committing write.
+            options = options.pragma("wal_autocheckpoint", "0");
+        }
+        let pool = |connections: u32| {
+            SqlitePoolOptions::new()
+                .min_connections(connections)
+                .max_connections(connections)
+                // Each check would be one more round trip to the connection's thread per request.
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(busy_timeout + Duration::from_secs(5))
+                .after_connect(move |conn, _| Box::pin(busy::install(conn, busy_timeout)))
+                .connect_with(options.clone())
+        };
+        let writer = pool(1).await?;
+        apply_schema(&writer).await?;
+        let reader = pool(config.read_connections)
+            .await?;
+        let clients = load_clients(&reader).await?;
+        Ok(Self {
+            writer,
+            reader,
+            clients: Arc::new(clients),
+        })
+    }
+
+    /// The client with this id, if there is one.
+    pub fn client(&self, id: ClientId) -> Option<Client> {
+        self.clients.get(&id).copied()
+    }
+
+    /// Applies `transaction` to `client` if the balance allows it, in one statement.
+    pub async fn record(
+        &self,
+        client: Client,
+        transaction: &NewTransaction,
+    ) -> Result<Recorded, StorageError> {
+        let balance: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO transacoes (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em)
+             SELECT id, ?2, ?3, ?4, saldo + ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             FROM clientes
+             WHERE id = ?1 AND saldo + ?5 BETWEEN -limite AND ?6
+             RETURNING saldo_apos",
+        )
+        .bind(client.id.0)
+        .bind(transaction.amount)
+        .bind(transaction.kind.code())
+        .bind(transaction.description.as_str())
+        .bind(transaction.signed_amount())
+        .bind(MAX_BALANCE)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(match (balance, transaction.kind) {
+            (Some(saldo), _) => Recorded::Applied(Applied {
+                limite: client.limit,
+                saldo,
+            }),
+            (None, Kind::Debit) => Recorded::Refused(Refused::InsufficientLimit),
+            (None, Kind::Credit) => Recorded::Refused(Refused::BalanceCeiling),
+        })
+    }
+
+    /// The client's statement: balance, limit and latest transactions, from one snapshot.
+    pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
+        type Row = (
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        // One statement, so the balance and the list come from the same snapshot even while the
+        // other process writes, and `data_extrato` comes from the clock that stamps
+        // `realizada_em`, so it is never earlier than a listed transaction.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), c.saldo, c.limite,
+                    t.valor, t.tipo, t.descricao, t.realizada_em
+             FROM clientes AS c
+             LEFT JOIN (
+                 SELECT id, cliente_id, valor, tipo, descricao, realizada_em
+                 FROM transacoes
+                 WHERE cliente_id = ?1
+                 ORDER BY id DESC
+                 LIMIT ?2
+             ) AS t ON t.cliente_id = c.id
+             WHERE c.id = ?1
+             ORDER BY t.id DESC",
+        )
+        .bind(client.id.0)
+        .bind(STATEMENT_LENGTH)
+        .fetch_all(&self.reader)
+        .await?;
+        let Some((data_extrato, total, limite, ..)) = rows.first().cloned() else {
+            return Err(StorageError::Other(sqlx::Error::RowNotFound));
+        };
+        let ultimas_transacoes = rows
+            .into_iter()
+            .filter_map(|(_, _, _, valor, tipo, descricao, realizada_em)| {
+                Some(StatementEntry {
+                    valor: valor?,
+                    tipo: Kind::from_code(tipo.as_deref()?)?,
+                    descricao: descricao?,
+                    realizada_em: realizada_em?,
+                })
+            })
+            .collect();
+        Ok(Statement {
+            saldo: StatementBalance {
+                total,
+                data_extrato,
+                limite,
+            },
+            ultimas_transacoes,
+        })
+    }
+
+    /// Deletes every transaction and sets every balance back to 0, atomically.
+    pub async fn reset(&self) -> Result<(), StorageError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await?;
+        sqlx::query("DELETE FROM transacoes")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE clientes SET saldo = 0")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Succeeds when a statement can be read.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await?;
+        Ok(())
+    }
+
+    /// Copies what it can of the WAL into the database file without waiting for any lock.
+    /// Returns the WAL's size and how much of it is now in the database, in pages.
+    pub async fn checkpoint(&self) -> Result<(i64, i64), StorageError> {
+        let (_busy, wal_pages, checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok((wal_pages, checkpointed))
+    }
+
+    /// Closes both pools, waiting for statements in flight.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// Runs `script.sql` inside `BEGIN IMMEDIATE`, so instances starting together take turns.
+async fn apply_schema(writer: &SqlitePool) -> Result<(), StorageError> {
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await?;
+    sqlx::raw_sql(SCHEMA)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx.commit().await?)
+}
+
+async fn load_clients(reader: &SqlitePool) -> Result<HashMap<ClientId, Client>, StorageError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, limite FROM clientes")
+        .fetch_all(reader)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, limit)| {
+            let id = ClientId(id);
+            (id, Client { id, limit })
+        })
+        .collect())
+}

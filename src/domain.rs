@@ -1,0 +1,297 @@
+//! The ledger's vocabulary: validated values that can only exist if they obey the contract.
+//!
+//! A [`NewTransaction`] is built only from a body that passed every rule in SPEC.md, so storage
+//! and handlers never re-check anything. The body is read as JSON whatever its `Content-Type`
+//! (curl's `-d` sends a form type), and each rule failure names the field and what was wrong.
+//!
+//! Amounts and balances are bounded by [`MAX_AMOUNT`] and [`MAX_BALANCE`] (2^53 - 1, the largest
+//! integer every JSON client reads exactly), so `saldo ± valor` can never overflow an `i64`.
+
+use serde::Serialize;
+use serde_json::Value;
+use validator::Validate;
+
+/// The largest `valor` accepted, in cents.
+pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
+/// The largest balance a credit may lead to, in cents; a credit past it is refused with 422.
+pub const MAX_BALANCE: i64 = (1 << 53) - 1;
+/// Entries listed by a statement.
+pub const STATEMENT_LENGTH: u32 = 10;
+
+/// A client's identifier as it appears in the path. Anything that is not an `i64` names no
+/// client, so it is answered like an unknown client (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub i64);
+
+impl ClientId {
+    /// Parses a path segment; `None` when it cannot name a client.
+    pub fn parse(segment: &str) -> Option<Self> {
+        segment.parse().ok().map(Self)
+    }
+}
+
+/// A client as configured: its credit limit never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub id: ClientId,
+    /// How far below zero the balance may go, in cents.
+    pub limit: i64,
+}
+
+/// Credit (`"c"`) or debit (`"d"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Kind {
+    #[serde(rename = "c")]
+    Credit,
+    #[serde(rename = "d")]
+    Debit,
+}
+
+impl Kind {
+    /// The one-letter code used on the wire and in storage.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::Credit => "c",
+            Kind::Debit => "d",
+        }
+    }
+
+    /// Parses the one-letter code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "c" => Some(Kind::Credit),
+            "d" => Some(Kind::Debit),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction request that obeys every rule of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Validate)]
+pub struct NewTransaction {
+    #[validate(range(
+        min = 1,
+        max = MAX_AMOUNT,
+        message = "valor must be an integer from 1 to 9007199254740991 (cents)"
+    ))]
+    pub amount: i64,
+    pub kind: Kind,
+    /// Counted in characters (Unicode scalar values), not bytes.
+    #[validate(length(min = 1, max = 10, message = "descricao must have 1 to 10 characters"))]
+    pub description: String,
+}
+
+impl NewTransaction {
+    /// Reads and validates a request body.
+    pub fn from_json(body: &[u8]) -> Result<Self, InvalidTransaction> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(invalid("the body is empty; expected a JSON object"));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|err| InvalidTransaction(format!("the body is not valid JSON: {err}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(invalid("the body must be a JSON object"));
+        };
+        let transaction = Self {
+            amount: amount(fields.get("valor"))?,
+            kind: kind(fields.get("tipo"))?,
+            description: description(fields.remove("descricao"))?,
+        };
+        transaction.validate().map_err(|errors| {
+            let message = errors
+                .field_errors()
+                .values()
+                .flat_map(|errors| errors.iter())
+                .filter_map(|error| error.message.as_deref())
+                .collect::<Vec<_>>()
+                .join("; ");
+            InvalidTransaction(message)
+        })?;
+        Ok(transaction)
+    }
+
+    /// How the transaction moves the balance: `+valor` for a credit, `-valor` for a debit.
+    pub fn signed_amount(&self) -> i64 {
+        match self.kind {
+            Kind::Credit => self.amount,
+            Kind::Debit => -self.amount,
+        }
+    }
+}
+
+fn amount(value: Option<&Value>) -> Result<i64, InvalidTransaction> {
+    match value {
+        None | Some(Value::Null) => Err(invalid("valor is required")),
+        Some(Value::Number(number)) => number.as_i64().ok_or_else(|| {
+            InvalidTransaction(format!(
+                "valor must be an integer from 1 to {MAX_AMOUNT} (cents), got {number}"
+            ))
+        }),
+        Some(other) => Err(InvalidTransaction(format!(
+            "valor must be a JSON integer, got {}",
+            json_kind(other)
+        ))),
+    }
+}
+
+fn kind(value: Option<&Value>) -> Result<Kind, InvalidTransaction> {
+    match value {
+        None | Some(Value::Null) => Err(invalid("tipo is required")),
+        Some(Value::String(code)) => Kind::from_code(code)
+            .ok_or_else(|| invalid("tipo must be \"c\" (credit) or \"d\" (debit)")),
+        Some(other) => Err(InvalidTransaction(format!(
+            "tipo must be \"c\" or \"d\", got {}",
+            json_kind(other)
+        ))),
+    }
+}
+
+fn description(value: Option<Value>) -> Result<String, InvalidTransaction> {
+    match value {
+        None | Some(Value::Null) => Err(invalid("descricao is required")),
+        Some(Value::String(text)) => Ok(text),
+        Some(other) => Err(InvalidTransaction(format!(
+            "descricao must be a string, got {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn invalid(message: &str) -> InvalidTransaction {
+    InvalidTransaction(message.to_owned())
+}
+
+/// Why a transaction body was refused, in words meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidTransaction(pub String);
+
+/// Why a valid transaction was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("insufficient limit: the debit would take the balance below -limite")]
+    InsufficientLimit,
+    #[error("the credit would take the balance above 9007199254740991")]
+    BalanceCeiling,
+}
+
+/// The answer to an accepted transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub limite: i64,
+    pub saldo: i64,
+}
+
+/// A client's statement: balance and the last [`STATEMENT_LENGTH`] transactions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    pub saldo: StatementBalance,
+    pub ultimas_transacoes: Vec<StatementEntry>,
+}
+
+/// The balance part of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementBalance {
+    pub total: i64,
+    /// When the statement was read, RFC 3339 UTC (millisecond precision).
+    pub data_extrato: String,
+    pub limite: i64,
+}
+
+/// One listed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementEntry {
+    pub valor: i64,
+    pub tipo: Kind,
+    pub descricao: String,
+    /// When it was committed, RFC 3339 UTC.
+    pub realizada_em: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_body_becomes_a_transaction() {
+        let transaction =
+            NewTransaction::from_json(br#"{"valor": 1000, "tipo": "d", "descricao": "pix"}"#)
+                .expect("valid");
+        assert_eq!(transaction.amount, 1000);
+        assert_eq!(transaction.kind, Kind::Debit);
+        assert_eq!(transaction.description, "pix");
+        assert_eq!(transaction.signed_amount(), -1000);
+    }
+
+    #[test]
+    fn descricao_is_counted_in_characters_not_bytes() {
+        let ten = r#"{"valor": 1, "tipo": "c", "descricao": "áéíóúâêôãõ"}"#;
+        assert!(NewTransaction::from_json(ten.as_bytes()).is_ok());
+        let eleven = r#"{"valor": 1, "tipo": "c", "descricao": "áéíóúâêôãõç"}"#;
+        assert!(NewTransaction::from_json(eleven.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn every_invalid_body_is_refused_with_a_message_naming_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("   ", "empty"),
+            ("{", "not valid JSON"),
+            ("[]", "JSON object"),
+            ("null", "JSON object"),
+            (r#"{"tipo": "c", "descricao": "x"}"#, "valor is required"),
+            (r#"{"valor": null, "tipo": "c", "descricao": "x"}"#, "valor is required"),
+            (r#"{"valor": 1.2, "tipo": "c", "descricao": "x"}"#, "valor must be an integer"),
+            (r#"{"valor": 1.0, "tipo": "c", "descricao": "x"}"#, "valor must be an integer"),
+            (r#"{"valor": "10", "tipo": "c", "descricao": "x"}"#, "got a string"),
+            (r#"{"valor": 0, "tipo": "c", "descricao": "x"}"#, "valor must be"),
+            (r#"{"valor": -5, "tipo": "c", "descricao": "x"}"#, "valor must be"),
+            (r#"{"valor": 9007199254740992, "tipo": "c", "descricao": "x"}"#, "valor must be"),
+            (r#"{"valor": 1e400, "tipo": "c", "descricao": "x"}"#, "not valid JSON"),
+            (
+                r#"{"valor": 100000000000000000000000, "tipo": "c", "descricao": "x"}"#,
+                "valor must be an integer",
+            ),
+            (r#"{"valor": 1, "descricao": "x"}"#, "tipo is required"),
+            (r#"{"valor": 1, "tipo": "x", "descricao": "x"}"#, "tipo must be"),
+            (r#"{"valor": 1, "tipo": "C", "descricao": "x"}"#, "tipo must be"),
+            (r#"{"valor": 1, "tipo": 1, "descricao": "x"}"#, "tipo must be"),
+            (r#"{"valor": 1, "tipo": "c"}"#, "descricao is required"),
+            (r#"{"valor": 1, "tipo": "c", "descricao": null}"#, "descricao is required"),
+            (r#"{"valor": 1, "tipo": "c", "descricao": ""}"#, "1 to 10 characters"),
+            (r#"{"valor": 1, "tipo": "c", "descricao": 5}"#, "must be a string"),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": "0123456789abcdefghijklmno"}"#,
+                "1 to 10 characters",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = NewTransaction::from_json(body.as_bytes())
+                .expect_err(&format!("{body:?} must be refused"));
+            assert!(
+                err.0.contains(expected),
+                "{body:?}: expected {expected:?} in {:?}",
+                err.0
+            );
+        }
+    }
+
+    #[test]
+    fn client_ids_that_are_not_integers_name_no_client() {
+        assert_eq!(ClientId::parse("1"), Some(ClientId(1)));
+        assert_eq!(ClientId::parse("abc"), None);
+        assert_eq!(ClientId::parse("1.5"), None);
+        assert_eq!(ClientId::parse("99999999999999999999"), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! The one error type of the API: every failure a handler can meet, and the status and JSON body
+//! it becomes.
+//!
+//! Client mistakes (4xx) are answered with `{"error": "..."}` saying what was wrong and are not
+//! logged: under load they are routine (a refused debit is a 422). Server failures (5xx) are logged
+//! once, here, with their cause, and the client gets a generic message.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::db::StorageError;
+use crate::domain::{InvalidTransaction, Refused};
+
+/// The largest request body read; a valid transaction body is under 100 bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("client not found")]
+    ClientNotFound,
+    #[error("route not found")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    InvalidTransaction(#[from] InvalidTransaction),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl ApiError {
+    /// Classifies a failure to read the request body (too large, cut short, ...).
+    pub fn from_body_error(err: actix_web::Error) -> Self {
+        if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::UnreadableBody(err.to_string())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::ClientNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidTransaction(_) | ApiError::Refused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::Storage(StorageError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(StorageError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, cause = ?std::error::Error::source(self), "request failed");
+            match self {
+                ApiError::Storage(StorageError::Busy(_)) => "the database is busy; retry",
+                _ => "internal error",
+            }
+            .to_owned()
+        } else {
+            self.to_string()
+        };
+        HttpResponse::build(status).json(ErrorBody { error: &message })
+    }
+}

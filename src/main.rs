@@ -1,0 +1,47 @@
+//! The `rinha-api` binary: configuration, logging, build, serve until stopped.
+
+use std::process::ExitCode;
+
+use rinha_api::config::Config;
+use rinha_api::startup::Application;
+use rinha_api::telemetry;
+
+// The Actix workers run their own runtimes; this one only starts the server, runs the
+// checkpoint task and waits, so one thread is enough.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    telemetry::init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("configuration: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (host, database, workers) = (
+        config.host.clone(),
+        config.database_url.clone(),
+        config.workers,
+    );
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "listening on http://{host}:{port} with {workers} workers, database {database}",
+        port = app.port()
+    );
+    match app.run_until_stopped().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!("server failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Builds the application: storage, listener, routes and the background checkpoint task.
+//!
+//! [`Application::build`] binds the listener before anything runs, so a caller that asked for
+//! port 0 (the tests) learns the real port from [`Application::port`] and the production binary
+//! and the tests start the server the same way.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Config;
+use crate::db::{Database, StorageError};
+use crate::error::MAX_BODY_BYTES;
+use crate::routes::{fallback, health, reset, statement, stats, transactions};
+
+/// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
+/// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// A built, listening, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: Database,
+    checkpoint_interval: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Database(#[from] StorageError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: io::Error },
+}
+
+impl Application {
+    /// Opens the database (applying `script.sql`) and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let db = Database::connect(&config).await?;
+        let address = format!("{}:{}", config.host, config.port);
+        let listen_error = |source| StartupError::Listen {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(listen_error)?;
+        let port = listener.local_addr().map_err(listen_error)?.port();
+        let server = serve(listener, db.clone(), config.workers).map_err(listen_error)?;
+        Ok(Self {
+            port,
+            server,
+            db,
+            checkpoint_interval: config.checkpoint_interval,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server is stopped (SIGINT or SIGTERM), then closes the database.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let checkpoints = (!self.checkpoint_interval.is_zero()).then(|| {
+            tokio::spawn(checkpoint_periodically(
+                self.db.clone(),
+                self.checkpoint_interval,
+            ))
+        });
+        let served = self.server.await;
+        if let Some(task) = checkpoints {
+            task.abort();
+        }
+        self.db.close().await;
+        served
+    }
+}
+
+/// Starts the Actix server on `listener` with `workers` threads.
+pub fn serve(listener: TcpListener, db: Database, workers: usize) -> io::Result<Server> {
+    let db = web::Data::new(db);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(db.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .service(
+                web::resource("/clientes/{id}/transacoes")
+                    .route(web::post().to(transactions::create))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/clientes/{id}/extrato")
+                    .route(web::get().to(statement::show))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/reset")
+                    .route(web::post().to(reset::reset))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(health::check))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/stats")
+                    .route(web::get().to(stats::show))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .default_service(web::to(fallback::not_found))
+    })
+    .workers(workers)
+    .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
+    .backlog(4096)
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Copies the WAL into the database file every `interval`, off the request path.
+async fn checkpoint_periodically(db: Database, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        match db.checkpoint().await {
+            Ok((wal_pages, checkpointed)) => {
+                tracing::debug!(wal_pages, checkpointed, "checkpoint");
+            }
+            Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
+        }
+    }
+}
