@@ -22,6 +22,14 @@ pub struct Config {
     pub workers: usize,
     /// `DB_READ_CONNECTIONS`: connections that serve statements (each has its own thread).
     pub read_connections: u32,
+    /// `DB_WRITE_CONNECTIONS`: connections that record transactions. 1 (the default) makes this
+    /// process's writes queue in memory rather than contend for SQLite's lock; more exists to
+    /// measure that choice.
+    pub write_connections: u32,
+    /// `DB_BUSY_HANDLER`: what a connection does while another holds the write lock: `backoff`
+    /// (default; retries after 20 µs, backing off to 1 ms) or `sqlite` (SQLite's own handler,
+    /// which sleeps 1, 2, 5, 10... ms; kept to measure the difference).
+    pub busy_handler: BusyHandler,
     /// `DB_BUSY_TIMEOUT_MS`: how long a write waits for another process's write lock before the
     /// request fails with 503.
     pub busy_timeout: Duration,
@@ -39,8 +47,31 @@ impl Default for Config {
             database_url: "sqlite://rinha.db".to_owned(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             read_connections: 2,
+            write_connections: 1,
+            busy_handler: BusyHandler::Backoff,
             busy_timeout: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// What a connection does while another connection holds SQLite's write lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyHandler {
+    /// Short sleeps doubling from 20 µs to 1 ms (see `db::busy`).
+    Backoff,
+    /// SQLite's built-in `sqlite3_busy_timeout` handler (1, 2, 5, 10, ... ms sleeps).
+    Sqlite,
+}
+
+impl FromStr for BusyHandler {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "backoff" => Ok(Self::Backoff),
+            "sqlite" => Ok(Self::Sqlite),
+            _ => Err("expected backoff or sqlite"),
         }
     }
 }
@@ -70,6 +101,9 @@ impl Config {
             workers: parse(&lookup, "API_WORKERS")?.unwrap_or(defaults.workers),
             read_connections: parse(&lookup, "DB_READ_CONNECTIONS")?
                 .unwrap_or(defaults.read_connections),
+            write_connections: parse(&lookup, "DB_WRITE_CONNECTIONS")?
+                .unwrap_or(defaults.write_connections),
+            busy_handler: parse(&lookup, "DB_BUSY_HANDLER")?.unwrap_or(defaults.busy_handler),
             busy_timeout: parse(&lookup, "DB_BUSY_TIMEOUT_MS")?
                 .map_or(defaults.busy_timeout, Duration::from_millis),
             checkpoint_interval: parse(&lookup, "DB_CHECKPOINT_INTERVAL_MS")?
@@ -89,7 +123,18 @@ impl Config {
             return Err(invalid("API_WORKERS", "0".into(), "must be at least 1"));
         }
         if self.read_connections == 0 {
-            return Err(invalid("DB_READ_CONNECTIONS", "0".into(), "must be at least 1"));
+            return Err(invalid(
+                "DB_READ_CONNECTIONS",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.write_connections == 0 {
+            return Err(invalid(
+                "DB_WRITE_CONNECTIONS",
+                "0".into(),
+                "must be at least 1",
+            ));
         }
         if self.busy_timeout.is_zero() || self.busy_timeout > Duration::from_secs(60) {
             return Err(invalid(
@@ -115,11 +160,15 @@ where
     let Some(value) = lookup(name) else {
         return Ok(None);
     };
-    value.trim().parse().map(Some).map_err(|err: T::Err| ConfigError {
-        name,
-        value,
-        reason: err.to_string(),
-    })
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|err: T::Err| ConfigError {
+            name,
+            value,
+            reason: err.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -150,6 +199,8 @@ mod tests {
             ("DATABASE_URL", "sqlite:///shared/rinha.db"),
             ("API_WORKERS", "3"),
             ("DB_READ_CONNECTIONS", "4"),
+            ("DB_WRITE_CONNECTIONS", "2"),
+            ("DB_BUSY_HANDLER", "sqlite"),
             ("DB_BUSY_TIMEOUT_MS", "250"),
             ("DB_CHECKPOINT_INTERVAL_MS", "0"),
         ])
@@ -159,6 +210,8 @@ mod tests {
         assert_eq!(config.database_url, "sqlite:///shared/rinha.db");
         assert_eq!(config.workers, 3);
         assert_eq!(config.read_connections, 4);
+        assert_eq!(config.write_connections, 2);
+        assert_eq!(config.busy_handler, BusyHandler::Sqlite);
         assert_eq!(config.busy_timeout, Duration::from_millis(250));
         assert_eq!(config.checkpoint_interval, Duration::ZERO);
     }
@@ -170,9 +223,19 @@ mod tests {
             ("API_PORT", "http", "not a number"),
             ("API_WORKERS", "0", "no workers"),
             ("DB_READ_CONNECTIONS", "0", "no readers"),
+            ("DB_WRITE_CONNECTIONS", "0", "no writers"),
+            ("DB_BUSY_HANDLER", "spin", "unknown handler"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
-            ("DATABASE_URL", "postgres://localhost/rinha", "not SQLite yet"),
-            ("DATABASE_URL", "sqlite::memory:", "memory is per connection"),
+            (
+                "DATABASE_URL",
+                "postgres://localhost/rinha",
+                "not SQLite yet",
+            ),
+            (
+                "DATABASE_URL",
+                "sqlite::memory:",
+                "memory is per connection",
+            ),
         ];
         for (name, value, why) in cases {
             let err = config_from(&[(name, value)]).expect_err(why);

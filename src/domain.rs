@@ -251,26 +251,68 @@ mod tests {
             ("[]", "JSON object"),
             ("null", "JSON object"),
             (r#"{"tipo": "c", "descricao": "x"}"#, "valor is required"),
-            (r#"{"valor": null, "tipo": "c", "descricao": "x"}"#, "valor is required"),
-            (r#"{"valor": 1.2, "tipo": "c", "descricao": "x"}"#, "valor must be an integer"),
-            (r#"{"valor": 1.0, "tipo": "c", "descricao": "x"}"#, "valor must be an integer"),
-            (r#"{"valor": "10", "tipo": "c", "descricao": "x"}"#, "got a string"),
-            (r#"{"valor": 0, "tipo": "c", "descricao": "x"}"#, "valor must be"),
-            (r#"{"valor": -5, "tipo": "c", "descricao": "x"}"#, "valor must be"),
-            (r#"{"valor": 9007199254740992, "tipo": "c", "descricao": "x"}"#, "valor must be"),
-            (r#"{"valor": 1e400, "tipo": "c", "descricao": "x"}"#, "not valid JSON"),
+            (
+                r#"{"valor": null, "tipo": "c", "descricao": "x"}"#,
+                "valor is required",
+            ),
+            (
+                r#"{"valor": 1.2, "tipo": "c", "descricao": "x"}"#,
+                "valor must be an integer",
+            ),
+            (
+                r#"{"valor": 1.0, "tipo": "c", "descricao": "x"}"#,
+                "valor must be an integer",
+            ),
+            (
+                r#"{"valor": "10", "tipo": "c", "descricao": "x"}"#,
+                "got a string",
+            ),
+            (
+                r#"{"valor": 0, "tipo": "c", "descricao": "x"}"#,
+                "valor must be",
+            ),
+            (
+                r#"{"valor": -5, "tipo": "c", "descricao": "x"}"#,
+                "valor must be",
+            ),
+            (
+                r#"{"valor": 9007199254740992, "tipo": "c", "descricao": "x"}"#,
+                "valor must be",
+            ),
+            (
+                r#"{"valor": 1e400, "tipo": "c", "descricao": "x"}"#,
+                "not valid JSON",
+            ),
             (
                 r#"{"valor": 100000000000000000000000, "tipo": "c", "descricao": "x"}"#,
                 "valor must be an integer",
             ),
             (r#"{"valor": 1, "descricao": "x"}"#, "tipo is required"),
-            (r#"{"valor": 1, "tipo": "x", "descricao": "x"}"#, "tipo must be"),
-            (r#"{"valor": 1, "tipo": "C", "descricao": "x"}"#, "tipo must be"),
-            (r#"{"valor": 1, "tipo": 1, "descricao": "x"}"#, "tipo must be"),
+            (
+                r#"{"valor": 1, "tipo": "x", "descricao": "x"}"#,
+                "tipo must be",
+            ),
+            (
+                r#"{"valor": 1, "tipo": "C", "descricao": "x"}"#,
+                "tipo must be",
+            ),
+            (
+                r#"{"valor": 1, "tipo": 1, "descricao": "x"}"#,
+                "tipo must be",
+            ),
             (r#"{"valor": 1, "tipo": "c"}"#, "descricao is required"),
-            (r#"{"valor": 1, "tipo": "c", "descricao": null}"#, "descricao is required"),
-            (r#"{"valor": 1, "tipo": "c", "descricao": ""}"#, "1 to 10 characters"),
-            (r#"{"valor": 1, "tipo": "c", "descricao": 5}"#, "must be a string"),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": null}"#,
+                "descricao is required",
+            ),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": ""}"#,
+                "1 to 10 characters",
+            ),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": 5}"#,
+                "must be a string",
+            ),
             (
                 r#"{"valor": 1, "tipo": "c", "descricao": "0123456789abcdefghijklmno"}"#,
                 "1 to 10 characters",

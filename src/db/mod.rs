@@ -1,6 +1,6 @@
 //! Storage: every SQL statement of the service lives in this module, one function each.
 //!
-//! Two pools share one SQLite file in WAL mode. The *writer* pool has a single connection, so
+//! Two pools share one SQLite file in WAL mode. The *writer* pool has one connection (by default), so
 //! writes from this process queue in memory instead of fighting over SQLite's lock; the only
 //! lock contention left is with the other process, handled by [`busy`]. The *reader* pool serves
 //! statements, which in WAL mode never wait for writers.
@@ -25,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::config::Config;
+use crate::config::{BusyHandler, Config};
 use crate::domain::{
     Applied, Client, ClientId, Kind, MAX_BALANCE, NewTransaction, Refused, STATEMENT_LENGTH,
     Statement, StatementBalance, StatementEntry,
@@ -81,24 +81,27 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if !url.starts_with("sqlite:") {
         return Err("only SQLite is supported (sqlite://path/to/file.db)".to_owned());
     }
-    let options = SqliteConnectOptions::from_str(url).map_err(|err| err.to_string())?;
     if url.contains(":memory:") || url.contains("mode=memory") {
-        return Err("an in-memory database cannot be shared between connections; use a file".into());
+        return Err(
+            "an in-memory database cannot be shared between connections; use a file".into(),
+        );
     }
-    drop(options);
-    Ok(())
+    SqliteConnectOptions::from_str(url)
+        .map(drop)
+        .map_err(|err| err.to_string())
 }
 
 impl Database {
     /// Opens the pools, applies `script.sql` and loads the clients.
     pub async fn connect(config: &Config) -> Result<Self, StorageError> {
-        let busy_timeout = config.busy_timeout;
+        let (busy_timeout, busy_handler) = (config.busy_timeout, config.busy_handler);
         let mut options = SqliteConnectOptions::from_str(&config.database_url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            // Used only until `busy::install` replaces it, i.e. by the pragmas run at connect.
+            // With `BusyHandler::Backoff`, used only until `busy::install` replaces it, i.e. by
+            // the pragmas run at connect.
             .busy_timeout(busy_timeout)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16384")
@@ -117,13 +120,19 @@ impl Database {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(busy_timeout + Duration::from_secs(5))
-                .after_connect(move |conn, _| Box::pin(busy::install(conn, busy_timeout)))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        match busy_handler {
+                            BusyHandler::Backoff => busy::install(conn, busy_timeout).await,
+                            BusyHandler::Sqlite => Ok(()),
+                        }
+                    })
+                })
                 .connect_with(options.clone())
         };
-        let writer = pool(1).await?;
+        let writer = pool(config.write_connections).await?;
         apply_schema(&writer).await?;
-        let reader = pool(config.read_connections)
-            .await?;
+        let reader = pool(config.read_connections).await?;
         let clients = load_clients(&reader).await?;
         Ok(Self {
             writer,
@@ -226,10 +235,7 @@ impl Database {
 
     /// Deletes every transaction and sets every balance back to 0, atomically.
     pub async fn reset(&self) -> Result<(), StorageError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM transacoes")
             .execute(&mut *tx)
             .await?;
@@ -241,9 +247,7 @@ impl Database {
 
     /// Succeeds when a statement can be read.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
@@ -266,12 +270,8 @@ impl Database {
 
 /// Runs `script.sql` inside `BEGIN IMMEDIATE`, so instances starting together take turns.
 async fn apply_schema(writer: &SqlitePool) -> Result<(), StorageError> {
-    let mut tx = writer
-        .begin_with("BEGIN IMMEDIATE")
-        .await?;
-    sqlx::raw_sql(SCHEMA)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
     Ok(tx.commit().await?)
 }
 

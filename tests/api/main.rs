@@ -1,0 +1,10 @@
+//! The integration tests: one binary that starts the real server (in-process on port 0, or as
+//! real `rinha-api` processes, or the whole stack behind real nginx) on a temporary SQLite file
+//! and talks HTTP to it.
+
+mod contract;
+mod deployment;
+mod helpers;
+mod processes;
+mod rules;
+mod stack;

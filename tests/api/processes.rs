@@ -1,0 +1,257 @@
+//! Several real `rinha-api` processes on one SQLite file: the deployment's shape. Whatever
+//! instance answers, no accepted transaction is lost or doubled, no refused one is applied, every
+//! 200 reports the balance right after that transaction, and statements list exactly the last
+//! ten committed.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+use crate::helpers::{Api, CLIENTS, Processes, body, spawn_processes};
+
+/// A transaction row as stored, in commit order.
+#[derive(Debug)]
+struct Row {
+    cliente_id: i64,
+    valor: i64,
+    tipo: String,
+    descricao: String,
+    saldo_apos: i64,
+}
+
+/// Reads the database file directly, read-only, while the processes run.
+async fn ledger(processes: &Processes) -> Vec<Row> {
+    let options = SqliteConnectOptions::new()
+        .filename(&processes.db_path)
+        .read_only(true);
+    let pool = SqlitePool::connect_with(options).await.expect("open db");
+    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT cliente_id, valor, tipo, descricao, saldo_apos FROM transacoes ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read ledger");
+    pool.close().await;
+    rows.into_iter()
+        .map(|(cliente_id, valor, tipo, descricao, saldo_apos)| Row {
+            cliente_id,
+            valor,
+            tipo,
+            descricao,
+            saldo_apos,
+        })
+        .collect()
+}
+
+fn limit_of(client: i64) -> i64 {
+    CLIENTS
+        .iter()
+        .find(|(id, _)| *id == client)
+        .map(|(_, limit)| *limit)
+        .expect("known client")
+}
+
+/// A small deterministic generator, so a failing run can be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What one client-side request saw.
+#[derive(Debug)]
+struct Accepted {
+    client: i64,
+    signed: i64,
+    saldo: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
+    const TASKS: u64 = 16;
+    const REQUESTS_PER_TASK: u64 = 150;
+    let processes = spawn_processes(2).await;
+    let instances = &processes.instances;
+
+    let outcomes = join_all((0..TASKS).map(|task| async move {
+        let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+        let mut accepted = HashMap::new();
+        let mut refused = HashSet::new();
+        for n in 0..REQUESTS_PER_TASK {
+            let instance = &instances[((task + n) % 2) as usize];
+            let client = random.below(5) as i64 + 1;
+            let limit = limit_of(client);
+            let tipo = if random.below(3) == 0 { "c" } else { "d" };
+            let valor = random.below(60_000) as i64 + 1;
+            let descricao = format!("t{task:02}n{n:04}");
+            let answer = instance
+                .transaction(client, &body(valor, tipo, &descricao))
+                .await;
+            match answer.status {
+                StatusCode::OK => {
+                    assert_eq!(answer.body["limite"], limit);
+                    assert!(answer.saldo() >= -limit, "overdraft answered: {answer:?}");
+                    let signed = if tipo == "c" { valor } else { -valor };
+                    let saldo = answer.saldo();
+                    accepted.insert(
+                        descricao,
+                        Accepted {
+                            client,
+                            signed,
+                            saldo,
+                        },
+                    );
+                }
+                StatusCode::UNPROCESSABLE_ENTITY => {
+                    assert_eq!(tipo, "d", "a credit was refused: {answer:?}");
+                    refused.insert(descricao);
+                }
+                other => panic!("unexpected {other}: {:?}", answer.body),
+            }
+            if n % 10 == 0 {
+                let other = &instances[((task + n + 1) % 2) as usize];
+                let statement = other.statement(client).await;
+                assert_eq!(statement.status, StatusCode::OK);
+                assert!(statement.total() >= -limit);
+                assert!(statement.entries().len() <= 10);
+            }
+        }
+        (accepted, refused)
+    }))
+    .await;
+    let mut accepted: HashMap<String, Accepted> = HashMap::new();
+    let mut refused: HashSet<String> = HashSet::new();
+    for (task_accepted, task_refused) in outcomes {
+        accepted.extend(task_accepted);
+        refused.extend(task_refused);
+    }
+    assert!(!refused.is_empty(), "the load must reach the limits");
+    assert!(
+        accepted.len() > refused.len(),
+        "most transactions are accepted"
+    );
+
+    // The stored ledger is exactly the accepted transactions, each once, and replaying it in
+    // commit order gives every balance a 200 reported.
+    let rows = ledger(&processes).await;
+    assert_eq!(rows.len(), accepted.len(), "no transaction lost or doubled");
+    let mut balances: HashMap<i64, i64> = HashMap::new();
+    let mut latest: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in &rows {
+        assert!(
+            !refused.contains(&row.descricao),
+            "refused but applied: {row:?}"
+        );
+        let seen = accepted
+            .get(&row.descricao)
+            .unwrap_or_else(|| panic!("stored but never accepted: {row:?}"));
+        let signed = if row.tipo == "c" {
+            row.valor
+        } else {
+            -row.valor
+        };
+        assert_eq!(
+            (seen.client, seen.signed),
+            (row.cliente_id, signed),
+            "{row:?}"
+        );
+        let balance = balances.entry(row.cliente_id).or_default();
+        *balance += signed;
+        assert_eq!(row.saldo_apos, *balance, "stored running balance: {row:?}");
+        assert_eq!(
+            seen.saldo, *balance,
+            "the 200 reported this balance: {row:?}"
+        );
+        assert!(*balance >= -limit_of(row.cliente_id));
+        latest
+            .entry(row.cliente_id)
+            .or_default()
+            .insert(0, row.descricao.clone());
+    }
+
+    // Every instance's statement agrees with the ledger.
+    for instance in instances {
+        for &(client, _) in &CLIENTS {
+            let statement = instance.statement(client).await;
+            let expected_total: i64 = accepted
+                .values()
+                .filter(|seen| seen.client == client)
+                .map(|seen| seen.signed)
+                .sum();
+            assert_eq!(statement.total(), expected_total, "client {client}");
+            let mut expected_latest = latest.remove(&client).unwrap_or_default();
+            expected_latest.truncate(10);
+            assert_eq!(statement.descriptions(), expected_latest, "client {client}");
+            latest.insert(client, expected_latest);
+        }
+        let stats = instance.get("/stats").await;
+        eprintln!(
+            "{} lock waits: {}",
+            instance.address, stats.body["lock_waits"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_from_either_process_shows_a_transaction_answered_by_the_other() {
+    let processes = spawn_processes(2).await;
+    let [first, second] = &processes.instances[..] else {
+        panic!("two instances");
+    };
+
+    for n in 0..100_i64 {
+        let (writer, reader) = if n % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let client = n % 5 + 1;
+        let descricao = format!("ryw{n}");
+        let answer = writer
+            .transaction(client, &body(n + 1, "c", &descricao))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+
+        let statement = reader.statement(client).await;
+
+        assert_eq!(statement.descriptions().first(), Some(&descricao), "n={n}");
+        assert_eq!(statement.total(), answer.saldo(), "n={n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_on_a_new_file_all_come_up_with_five_clients() {
+    for round in 0..3 {
+        let processes = spawn_processes(4).await;
+
+        let statements = join_all(
+            processes
+                .instances
+                .iter()
+                .flat_map(|instance| CLIENTS.iter().map(move |&(id, _)| instance.statement(id))),
+        )
+        .await;
+
+        for statement in statements {
+            assert_eq!(statement.status, StatusCode::OK, "round {round}");
+            assert_eq!(statement.total(), 0);
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&processes.db_path)
+            .read_only(true);
+        let pool = SqlitePool::connect_with(options).await.expect("open db");
+        let clients: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, limite FROM clientes ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("clients");
+        assert_eq!(clients, CLIENTS, "round {round}: exactly the five clients");
+    }
+}
