@@ -29,7 +29,6 @@ pub const CLIENTS: [(i64, i64); 5] = [
 pub struct TestApp {
     pub address: String,
     pub http: Client,
-    pub db_path: PathBuf,
     _dir: TempDir,
 }
 
@@ -50,7 +49,6 @@ pub async fn spawn_app() -> TestApp {
     TestApp {
         address,
         http: http_client(),
-        db_path,
         _dir: dir,
     }
 }
@@ -214,6 +212,28 @@ pub struct Instance {
     pub address: String,
     pub http: Client,
     child: Child,
+}
+
+impl Instance {
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("process status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {timeout:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Api for Instance {

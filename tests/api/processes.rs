@@ -255,3 +255,39 @@ async fn processes_starting_together_on_a_new_file_all_come_up_with_five_clients
         assert_eq!(clients, CLIENTS, "round {round}: exactly the five clients");
     }
 }
+
+#[test]
+fn the_binary_refuses_invalid_configuration_naming_the_variable() {
+    let cases = [
+        ("API_PORT", "http"),
+        ("API_WORKERS", "0"),
+        ("DATABASE_URL", "postgres://localhost/rinha"),
+        ("DB_BUSY_HANDLER", "spin"),
+    ];
+    for (name, value) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rinha-api"))
+            .env(name, value)
+            .env("API_PORT", if name == "API_PORT" { value } else { "0" })
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("rinha-api runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{name}={value} must stop the process"
+        );
+        assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_stops_cleanly_on_sigterm() {
+    let mut processes = spawn_processes(1).await;
+    let instance = &mut processes.instances[0];
+    let answer = instance.transaction(1, &body(5, "c", "antes")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let status = instance.terminate(std::time::Duration::from_secs(10));
+
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
