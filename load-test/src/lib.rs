@@ -1,0 +1,39 @@
+//! A load tester for the Rinha de Backend 2024 Q1 API contract (shared/SPEC.md), built on rlt.
+//!
+//! It sends the official 22:11:1 mix of debits, credits and statements, checks every answer
+//! against the contract, audits the final balances against what the server accepted, and exits
+//! non-zero when anything is wrong — so a fast server that loses writes fails, loudly.
+//!
+//! Crate map, in the order a run uses it:
+//!
+//! - [`cli`]: the options, rlt's `BenchCli` flattened in, validated into a load plan.
+//! - [`app`]: one run from setup to verdict.
+//! - [`client`]: the HTTP calls (reqwest), keep-alive or a connection per request.
+//! - [`contract`]: the clients and limits the contract fixes.
+//! - [`profile`]: `--profile rinha`, the official validation phase and load shape.
+//! - [`mix`]: the 22:11:1 cycle and the random client, amount and description.
+//! - [`schedule`]: open-model arrival times for a constant or ramping rate.
+//! - [`runner`]: closed loop or open model, feeding rlt's live view and the recorder.
+//! - [`validate`]: the rules every answer must follow.
+//! - [`stats`]: per-kind counts, statuses and latency percentiles; failures; the SLA count.
+//! - [`audit`]: final balances against accepted amounts, with unknown outcomes accounted for.
+//! - [`report`]: rlt's summary plus ours, as text or JSON, and the verdict.
+//! - [`error`]: the one error type (a run that could not be made).
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod contract;
+pub mod error;
+pub mod mix;
+pub mod profile;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod stats;
+pub mod validate;
+
+pub use app::{Outcome, run};
+pub use cli::Options;
+pub use error::Error;

@@ -1,0 +1,435 @@
+//! The tester against fake servers: it must pass the correct one and catch each broken one.
+
+use std::time::Duration;
+
+use crate::{
+    fake_server::{Fault, spawn},
+    helpers::{bool_at, f64_at, load_test, machine_shared, machine_to_myself, u64_at},
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_server_passes_with_the_exact_22_11_1_mix() {
+    let _machine = machine_to_myself().await;
+    let server = spawn(Fault::None).await;
+    let run = load_test(&[
+        &server.url(),
+        "-c",
+        "4",
+        "-n",
+        "1500",
+        "--reset",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(0);
+    let report = run.report();
+
+    assert_eq!(u64_at(&report, "/totals/requests"), 1500);
+    // 1500 = 44 cycles of 34 + D, D, C, D.
+    assert_eq!(u64_at(&report, "/kinds/debit/count"), 44 * 22 + 3);
+    assert_eq!(u64_at(&report, "/kinds/credit/count"), 44 * 11 + 1);
+    assert_eq!(u64_at(&report, "/kinds/statement/count"), 44);
+    assert_eq!(u64_at(&report, "/totals/failures"), 0);
+    assert_eq!(u64_at(&report, "/totals/inconsistencies"), 0);
+    // Balances hit their limits within 1500 requests, so refusals happen, and they count as OK.
+    let debits_refused = u64_at(&report, "/kinds/debit/statuses/422");
+    assert!(debits_refused > 0, "{report:#}");
+    assert_eq!(
+        u64_at(&report, "/kinds/debit/statuses/200") + debits_refused,
+        44 * 22 + 3
+    );
+    for kind in ["debit", "credit", "statement"] {
+        let p50 = f64_at(&report, &format!("/kinds/{kind}/latency_ms/p50"));
+        let max = f64_at(&report, &format!("/kinds/{kind}/latency_ms/max"));
+        assert!(p50 > 0.0 && p50 <= max, "{kind}: p50 {p50} max {max}");
+    }
+    assert!(bool_at(&report, "/audit/passed"), "{report:#}");
+    assert!(bool_at(&report, "/audit/after_reset"));
+    assert!(bool_at(&report, "/sla/passed"));
+    assert!(bool_at(&report, "/verdict/passed"));
+    // rlt's own summary sees every request, and all of them as successes.
+    assert_eq!(u64_at(&report, "/rlt/summary/iters/total"), 1500);
+    assert_eq!(f64_at(&report, "/rlt/summary/success_ratio"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lets_a_balance_go_below_the_limit_is_caught() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::IgnoresLimit).await;
+    let run = load_test(&[
+        &server.url(),
+        "-c",
+        "4",
+        "-n",
+        "2000",
+        "--reset",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(1);
+    let report = run.report();
+
+    let inconsistencies = u64_at(&report, "/totals/inconsistencies");
+    assert!(inconsistencies > 0, "{report:#}");
+    assert_eq!(
+        u64_at(&report, "/failures/by_reason/broken_invariant"),
+        inconsistencies
+    );
+    let first = &report["inconsistencies"]["first"][0];
+    assert_eq!(first["reason"], "broken_invariant");
+    assert_eq!(first["status"], 200);
+    let detail = first["detail"].as_str().expect("a detail");
+    assert!(detail.contains("below -limite"), "{detail}");
+    assert!(!bool_at(&report, "/verdict/passed"));
+    // rlt's success ratio no longer hides them: they are not successes there either.
+    assert!(f64_at(&report, "/rlt/summary/success_ratio") < 1.0);
+    assert!(
+        run.stderr.is_empty() || !run.stderr.contains("panicked"),
+        "the tester must not crash: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_writes_fails_the_audit_though_every_answer_looks_right() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::LosesEveryNthWrite(10)).await;
+    let run = load_test(&[
+        &server.url(),
+        "-c",
+        "4",
+        "-n",
+        "1500",
+        "--reset",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(1);
+    let report = run.report();
+
+    // Every single answer follows the rules; only the audit can see the problem.
+    assert_eq!(u64_at(&report, "/totals/inconsistencies"), 0, "{report:#}");
+    assert_eq!(u64_at(&report, "/totals/failures"), 0);
+    assert!(!bool_at(&report, "/audit/passed"));
+    let clients = report["audit"]["clients"]
+        .as_array()
+        .expect("per-client audit");
+    assert!(
+        clients
+            .iter()
+            .any(|c| c["verdict"] == "unexplained" && c["discrepancy"].as_i64() != Some(0)),
+        "{report:#}"
+    );
+    let reasons = report["verdict"]["reasons"].to_string();
+    assert!(reasons.contains("audit"), "{reasons}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_applied_but_unanswered_are_unknown_and_explain_the_audit_but_fail_the_sla() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::AppliesThenDropsEveryNth(5)).await;
+    let run = load_test(&[
+        &server.url(),
+        "-c",
+        "2",
+        "-n",
+        "600",
+        "--reset",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(1);
+    let report = run.report();
+
+    let dropped = u64_at(&report, "/failures/by_reason/transport_error");
+    assert!(dropped > 50, "{report:#}");
+    assert_eq!(u64_at(&report, "/totals/failures"), dropped);
+    // No answer is not an inconsistency, but it is a failure everywhere, rlt's summary included.
+    assert_eq!(u64_at(&report, "/totals/inconsistencies"), 0);
+    let rlt_success = f64_at(&report, "/rlt/summary/success_ratio");
+    assert!(rlt_success < 0.95, "rlt success ratio {rlt_success}");
+    assert!(
+        report["rlt"]["status"]["Error(-2)"]
+            .as_u64()
+            .is_some_and(|n| n == dropped),
+        "{report:#}"
+    );
+    // The server applied those writes: the balances differ from the accepted amounts by exactly
+    // a subset of the unknown ones, which the audit recognises.
+    assert!(bool_at(&report, "/audit/passed"), "{report:#}");
+    let clients = report["audit"]["clients"]
+        .as_array()
+        .expect("per-client audit");
+    assert!(
+        clients
+            .iter()
+            .any(|c| c["verdict"] == "explained_by_unknown"),
+        "{report:#}"
+    );
+    assert!(!bool_at(&report, "/sla/passed"));
+    assert_eq!(
+        report["verdict"]["reasons"].as_array().map(Vec::len),
+        Some(1),
+        "only the SLA fails"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_model_keeps_its_timetable_and_reports_the_achieved_rate() {
+    let _machine = machine_to_myself().await;
+    let server = spawn(Fault::None).await;
+    let run = load_test(&[
+        &server.url(),
+        "--arrival-rate",
+        "200",
+        "-d",
+        "2s",
+        "--reset",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(0);
+    let report = run.report();
+
+    assert_eq!(report["settings"]["mode"], "open_model");
+    assert_eq!(u64_at(&report, "/rate/open_model/scheduled"), 400);
+    assert_eq!(u64_at(&report, "/rate/started"), 400);
+    assert_eq!(u64_at(&report, "/totals/requests"), 400);
+    assert_eq!(f64_at(&report, "/rate/target_per_sec"), 200.0);
+    let achieved = f64_at(&report, "/rate/achieved_per_sec");
+    assert!((190.0..=210.0).contains(&achieved), "achieved {achieved}/s");
+    assert_eq!(u64_at(&report, "/rate/open_model/not_started"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_that_the_closed_loop_hides_fails_the_open_model() {
+    let _machine = machine_to_myself().await;
+    // The same one-second stall, starting at the 60th request, against three runs at 100/s.
+    let stall = Fault::StallsOnce {
+        after: 60,
+        stall: Duration::from_secs(1),
+    };
+    let servers = [spawn(stall).await, spawn(stall).await, spawn(stall).await];
+    let (closed, open, capped) = tokio::join!(
+        load_test(&[
+            &servers[0].url(),
+            "-c",
+            "1",
+            "-r",
+            "100",
+            "-d",
+            "3s",
+            "-o",
+            "json"
+        ]),
+        load_test(&[
+            &servers[1].url(),
+            "--arrival-rate",
+            "100",
+            "-d",
+            "3s",
+            "-o",
+            "json"
+        ]),
+        load_test(&[
+            &servers[2].url(),
+            "--arrival-rate",
+            "100",
+            "-d",
+            "3s",
+            "--max-in-flight",
+            "1",
+            "-o",
+            "json",
+        ]),
+    );
+
+    // Closed loop: the lone worker waits out the stall and simply sends less. One request is
+    // slow, the rest are fast: the SLA passes and the stall is nearly invisible.
+    closed.assert_exit(0);
+    let closed = closed.report();
+    assert!(
+        f64_at(&closed, "/rate/achieved_per_sec") < 80.0,
+        "{closed:#}"
+    );
+    assert!(bool_at(&closed, "/sla/passed"));
+
+    // Open model: every request scheduled during the stall is sent on time and held by the
+    // server, so the stall shows as ~100 slow requests.
+    open.assert_exit(1);
+    let open = open.report();
+    assert_eq!(u64_at(&open, "/totals/failures"), 0, "slow, not failed");
+    assert!(bool_at(&open, "/audit/passed"));
+    assert!(!bool_at(&open, "/sla/passed"));
+    assert!(slow_requests(&open) >= 50, "{open:#}");
+    assert!(
+        f64_at(&open, "/kinds/debit/latency_ms/p90") > 250.0,
+        "{open:#}"
+    );
+
+    // Open model with room for a single request in flight: the requests due during the stall
+    // cannot even start. They start late, are reported late, and their latency still counts from
+    // their scheduled instant; measured from their actual start they would all look fast.
+    capped.assert_exit(1);
+    let capped = capped.report();
+    assert!(
+        u64_at(&capped, "/rate/open_model/in_flight_cap_waits") > 0,
+        "{capped:#}"
+    );
+    assert!(
+        u64_at(&capped, "/rate/open_model/late_starts") >= 50,
+        "{capped:#}"
+    );
+    assert!(
+        f64_at(&capped, "/rate/open_model/max_start_lag_ms") > 500.0,
+        "{capped:#}"
+    );
+    assert!(slow_requests(&capped) >= 50, "{capped:#}");
+}
+
+/// Requests that were not OK within the SLA latency.
+fn slow_requests(report: &serde_json::Value) -> u64 {
+    u64_at(report, "/totals/requests") - u64_at(report, "/sla/ok_within_threshold")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rinha_profile_passes_a_correct_server() {
+    let _machine = machine_to_myself().await;
+    let server = spawn(Fault::None).await;
+    let run = load_test(&[
+        &server.url(),
+        "--profile",
+        "rinha",
+        "--time-scale",
+        "0.02",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(0);
+    let report = run.report();
+
+    assert_eq!(report["settings"]["mode"], "rinha_profile");
+    assert!(bool_at(&report, "/settings/reset"));
+    assert!(bool_at(&report, "/validation_phase/passed"), "{report:#}");
+    // Step 1: 25 debits + statement read + total, twice (54). Step 2 per client: statement and
+    // its values (2), toma, devolve (2), statement and order (2), danada (1), four statements
+    // and their values (8), five invalid bodies (5) = 20, five clients (100). Step 3: 404 (1).
+    assert_eq!(u64_at(&report, "/validation_phase/checks"), 54 + 100 + 1);
+    let scheduled = u64_at(&report, "/rate/open_model/scheduled");
+    assert!(
+        scheduled > 1000,
+        "ramp 2.4 s + hold 2.4 s at 340/s: {scheduled}"
+    );
+    assert_eq!(u64_at(&report, "/rate/started"), scheduled);
+    assert_eq!(f64_at(&report, "/rate/peak_target_per_sec"), 340.0);
+    assert!(bool_at(&report, "/audit/passed"));
+    assert!(bool_at(&report, "/verdict/passed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rinha_profile_fails_a_server_that_lists_transactions_oldest_first() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::ListsOldestFirst).await;
+    let run = load_test(&[
+        &server.url(),
+        "--profile",
+        "rinha",
+        "--time-scale",
+        "0.001",
+        "-o",
+        "json",
+    ])
+    .await;
+    run.assert_exit(1);
+    let report = run.report();
+
+    assert!(!bool_at(&report, "/validation_phase/passed"));
+    let failures = report["validation_phase"]["failures"].to_string();
+    assert!(failures.contains("devolve/d/1 then toma/c/1"), "{failures}");
+    assert!(failures.contains("danada"), "{failures}");
+    assert!(
+        run.stderr.contains("validation phase FAILED"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_report_shows_rlts_summary_and_ours_and_o_writes_to_a_file() {
+    let _machine = machine_to_myself().await;
+    let server = spawn(Fault::None).await;
+    let text = load_test(&[&server.url(), "-c", "2", "-n", "200", "--reset"]).await;
+    text.assert_exit(0);
+    for section in [
+        "Summary",
+        "Latencies",
+        "Status Distribution",
+        "Requests by kind",
+        "Rate",
+        "Failures",
+        "Inconsistencies",
+        "Audit",
+        "Rinha score (SLA)",
+        "Verdict",
+    ] {
+        assert!(
+            text.stdout.contains(section),
+            "no {section:?} section in:\n{}",
+            text.stdout
+        );
+    }
+    assert!(text.stdout.contains("PASSED"));
+
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("report.json");
+    let path_text = path.to_str().expect("a UTF-8 path");
+    let to_file = load_test(&[
+        &server.url(),
+        "-c",
+        "2",
+        "-n",
+        "200",
+        "-o",
+        "json",
+        "-O",
+        path_text,
+    ])
+    .await;
+    to_file.assert_exit(0);
+    assert!(
+        to_file.stdout.is_empty(),
+        "the report goes to the file only: {}",
+        to_file.stdout
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the report file"))
+            .expect("JSON");
+    assert_eq!(u64_at(&report, "/totals/requests"), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_is_an_error_with_exit_status_2() {
+    let _machine = machine_shared().await;
+    // Bind a port, then free it: nothing listens there any more.
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let run = load_test(&[
+        &format!("http://{address}"),
+        "-n",
+        "10",
+        "--reset",
+        "--timeout",
+        "1s",
+    ])
+    .await;
+    run.assert_exit(2);
+    assert!(run.stderr.contains("POST /reset failed"), "{}", run.stderr);
+}
