@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, Resource, Route, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
@@ -96,31 +96,17 @@ pub fn serve(listener: TcpListener, db: Database, workers: usize) -> io::Result<
         App::new()
             .app_data(db.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .service(
-                web::resource("/clientes/{id}/transacoes")
-                    .route(web::post().to(transactions::create))
-                    .default_service(web::to(fallback::method_not_allowed)),
-            )
-            .service(
-                web::resource("/clientes/{id}/extrato")
-                    .route(web::get().to(statement::show))
-                    .default_service(web::to(fallback::method_not_allowed)),
-            )
-            .service(
-                web::resource("/reset")
-                    .route(web::post().to(reset::reset))
-                    .default_service(web::to(fallback::method_not_allowed)),
-            )
-            .service(
-                web::resource("/health")
-                    .route(web::get().to(health::check))
-                    .default_service(web::to(fallback::method_not_allowed)),
-            )
-            .service(
-                web::resource("/stats")
-                    .route(web::get().to(stats::show))
-                    .default_service(web::to(fallback::method_not_allowed)),
-            )
+            .service(resource(
+                "/clientes/{id}/transacoes",
+                web::post().to(transactions::create),
+            ))
+            .service(resource(
+                "/clientes/{id}/extrato",
+                web::get().to(statement::show),
+            ))
+            .service(resource("/reset", web::post().to(reset::reset)))
+            .service(resource("/health", web::get().to(health::check)))
+            .service(resource("/stats", web::get().to(stats::show)))
             .default_service(web::to(fallback::not_found))
     })
     .workers(workers)
@@ -130,6 +116,13 @@ pub fn serve(listener: TcpListener, db: Database, workers: usize) -> io::Result<
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// A path served by one route; other methods on it get a JSON 405.
+fn resource(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(fallback::method_not_allowed))
 }
 
 /// Copies the WAL into the database file every `interval`, off the request path.
