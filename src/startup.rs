@@ -132,9 +132,7 @@ async fn checkpoint_periodically(db: Database, interval: Duration) {
     loop {
         ticks.tick().await;
         match db.checkpoint().await {
-            Ok((wal_pages, checkpointed)) => {
-                tracing::debug!(wal_pages, checkpointed, "checkpoint");
-            }
+            Ok(checkpoint) => tracing::debug!(?checkpoint, "checkpoint"),
             Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
         }
     }

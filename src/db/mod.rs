@@ -19,7 +19,7 @@ pub mod busy;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -42,6 +42,18 @@ pub struct Database {
     /// Clients and their limits, read once at start: no route creates or changes a client, so
     /// an unknown id is answered without touching SQLite and the limit needs no query.
     clients: Arc<HashMap<ClientId, Client>>,
+}
+
+/// How long the WAL may grow (in 4 KiB pages) before a checkpoint makes it start over.
+const WAL_RESTART_PAGES: i64 = 4096;
+
+/// What a checkpoint found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Pages in the WAL when the passive pass ended.
+    pub wal_pages: i64,
+    /// Whether the WAL was long enough to be restarted.
+    pub restarted: bool,
 }
 
 /// The result of trying to record a valid transaction.
@@ -130,9 +142,21 @@ impl Database {
                 })
                 .connect_with(options.clone())
         };
-        let writer = pool(config.write_connections).await?;
-        apply_schema(&writer).await?;
-        let reader = pool(config.read_connections).await?;
+        // Opening can meet SQLITE_BUSY without the busy handler ever being asked: two processes
+        // switching a new file to WAL at once each hold a shared lock and want an exclusive one,
+        // and SQLite refuses one of them at once rather than deadlock. So the whole open is
+        // retried, for as long as a write may wait.
+        let deadline = Instant::now() + busy_timeout;
+        let writer = retry_while_busy(deadline, || async {
+            let writer = pool(config.write_connections).await?;
+            apply_schema(&writer).await?;
+            Ok(writer)
+        })
+        .await?;
+        let reader = retry_while_busy(deadline, || async {
+            Ok(pool(config.read_connections).await?)
+        })
+        .await?;
         let clients = load_clients(&reader).await?;
         Ok(Self {
             writer,
@@ -251,20 +275,52 @@ impl Database {
         Ok(())
     }
 
-    /// Copies what it can of the WAL into the database file without waiting for any lock.
-    /// Returns the WAL's size and how much of it is now in the database, in pages.
-    pub async fn checkpoint(&self) -> Result<(i64, i64), StorageError> {
-        let (_busy, wal_pages, checkpointed): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.reader)
+    /// Copies the WAL into the database file, and keeps the WAL from growing without bound.
+    ///
+    /// A `PASSIVE` checkpoint copies what it can without taking any lock. But the WAL only starts
+    /// over when a writer finds it entirely copied, and under sustained writes from two processes
+    /// there is always a newer frame: the WAL grew by about 60 MB a second at full load. So when
+    /// the WAL is still longer than [`WAL_RESTART_PAGES`] after the passive pass, a `RESTART`
+    /// checkpoint holds writers back (through the busy handler) just long enough to copy the rest
+    /// and make the next write start the WAL over.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StorageError> {
+        let (_, wal_pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.reader)
+            .await?;
+        let restarted = wal_pages > WAL_RESTART_PAGES;
+        if restarted {
+            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&self.reader)
                 .await?;
-        Ok((wal_pages, checkpointed))
+        }
+        Ok(Checkpoint {
+            wal_pages,
+            restarted,
+        })
     }
 
     /// Closes both pools, waiting for statements in flight.
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with something other than [`StorageError::Busy`], or
+/// `deadline` passes.
+async fn retry_while_busy<T, F, Fut>(deadline: Instant, attempt: F) -> Result<T, StorageError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    loop {
+        match attempt().await {
+            Err(StorageError::Busy(err)) if Instant::now() < deadline => {
+                tracing::debug!(error = %err, "database busy while opening; retrying");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            result => return result,
+        }
     }
 }
 

@@ -228,8 +228,10 @@ async fn a_statement_from_either_process_shows_a_transaction_answered_by_the_oth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_starting_together_on_a_new_file_all_come_up_with_five_clients() {
-    for round in 0..3 {
-        let processes = spawn_processes(4).await;
+    // Real processes, so also the cross-process file locks; the tight version of this race is
+    // `instances_opening_a_new_file_at_the_same_instant_all_come_up` below.
+    for round in 0..5 {
+        let processes = spawn_processes(3).await;
 
         let statements = join_all(
             processes
@@ -290,4 +292,35 @@ async fn a_process_stops_cleanly_on_sigterm() {
     let status = instance.terminate(std::time::Duration::from_secs(10));
 
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_opening_a_new_file_at_the_same_instant_all_come_up() {
+    // The same race as between processes, made tight: every instance opens the file in the same
+    // few microseconds (SQLite's locks behave the same between connections of one process).
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = crate::helpers::sqlite_url(&dir.path().join("rinha.db"));
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(4));
+        let starts = (0..4).map(|_| {
+            let config = rinha_api::config::Config {
+                host: "127.0.0.1".into(),
+                port: 0,
+                database_url: database_url.clone(),
+                workers: 1,
+                ..rinha_api::config::Config::default()
+            };
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                rinha_api::startup::Application::build(config).await
+            })
+        });
+        for started in join_all(starts).await {
+            let app = started
+                .expect("task")
+                .unwrap_or_else(|err| panic!("round {round}: {err}"));
+            assert_ne!(app.port(), 0);
+        }
+    }
 }

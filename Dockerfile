@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+#
+# The `rinha-api` image, used by both API services of docker-compose.yml.
+#
+# Three decisions shape it:
+# - Dependencies build in their own layer, from the manifests and stub sources only, so a change
+#   to src/ rebuilds just this crate (the fat-LTO link stays: it is the release profile).
+# - The runtime is distroless (glibc, libgcc, CA certificates, a `nonroot` user; no shell, no
+#   package manager): the binary is all that runs, so the image is little more than the binary.
+# - Compose's health check needs an HTTP probe and distroless has none, so a static busybox is
+#   copied in for its `wget` (about 1 MB); nothing else in the image uses it.
+#
+# The SQLite file lives on a named volume at /shared. A fresh named volume takes the ownership of
+# the image directory it is mounted on, so /shared is created here owned by the non-root user.
+
+ARG RUST_VERSION=1.95
+
+# ---- build ---------------------------------------------------------------------------------------
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+WORKDIR /src
+
+# 1. Dependencies. The workspace has two members and cargo reads both manifests, so the load
+#    tester's manifest and a stub of each target are enough to resolve and build every dependency
+#    of rinha-api at the versions of Cargo.lock. Then the stub crate is forgotten: COPY keeps the
+#    sources' modification times, which can be older than the stub build, and cargo would take
+#    the stub binary for up to date.
+COPY Cargo.toml Cargo.lock ./
+COPY load-test/Cargo.toml load-test/
+RUN mkdir -p src load-test/src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && echo 'fn main() {}' > load-test/src/main.rs \
+    && cargo build --release --locked -p rinha-api \
+    && rm -rf src target/release/.fingerprint/rinha-api-*
+
+# 2. The service itself. script.sql is compiled into the binary (include_str!).
+COPY script.sql ./
+COPY src src
+RUN cargo build --release --locked -p rinha-api \
+    && strip target/release/rinha-api \
+    && mkdir -p /out/shared \
+    && cp target/release/rinha-api /out/
+
+# ---- health probe --------------------------------------------------------------------------------
+# The official busybox images are a single static binary.
+FROM busybox:1.37-musl AS probe
+
+# ---- runtime -------------------------------------------------------------------------------------
+# Same Debian release as the build stage, so the glibc the binary was linked against is there.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=probe /bin/busybox /usr/local/bin/busybox
+COPY --from=build /out/rinha-api /usr/local/bin/rinha-api
+# 65532 is distroless's `nonroot` user.
+COPY --from=build --chown=65532:65532 /out/shared /shared
+USER 65532:65532
+ENV API_HOST=0.0.0.0 \
+    API_PORT=8080 \
+    DATABASE_URL=sqlite:///shared/rinha.db
+EXPOSE 8080
+# The API stops gracefully on SIGTERM (what `docker compose stop` sends) and, as PID 1, installs
+# its own handlers, so no init process is needed.
+ENTRYPOINT ["/usr/local/bin/rinha-api"]

@@ -1,0 +1,522 @@
+//! The deployment files, checked by reading them: docker-compose.yml (parsed as YAML), nginx.conf
+//! (parsed into directives, and run through `nginx -t` after the same rewrite `scripts/stack`
+//! does), the Dockerfile and .dockerignore.
+//!
+//! No Docker engine runs where these tests run, so the compose file and the image cannot be
+//! started here; these tests hold them to the rules that can be checked without one (the
+//! challenge's resource budget, the shared volume, the start order, the nginx settings that
+//! prevent sporadic 502s and replayed POSTs), and cross-check the files against each other, so a
+//! port or path changed in one place and not the other fails here rather than in production.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_norway::Value;
+
+use crate::helpers::free_port;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(file))
+        .unwrap_or_else(|err| panic!("{file}: {err}"))
+}
+
+/// docker-compose.yml with its `<<: *anchor` merge keys applied, as Compose reads it.
+fn compose() -> Value {
+    let mut value: Value =
+        serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML");
+    value.apply_merge().expect("merge keys resolve");
+    value
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("service {name} is missing"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A service's environment as a map, whether written as a map or as `KEY=value` lines.
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Mapping(map) => map
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    Value::String(text) => text.clone(),
+                    other => serde_norway::to_string(other)
+                        .expect("scalar")
+                        .trim()
+                        .to_owned(),
+                };
+                (key.as_str().expect("variable name").to_owned(), value)
+            })
+            .collect(),
+        Value::Sequence(_) => strings(&service["environment"])
+            .iter()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// CPUs in thousandths, so the budget is compared without floating-point rounding.
+fn millicpus(value: &Value, service: &str) -> u64 {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => panic!("{service}: deploy.resources.limits.cpus is missing"),
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    assert!(
+        fraction.len() <= 3,
+        "{service}: cpus {text} has more than 3 decimals"
+    );
+    let whole: u64 = whole
+        .parse()
+        .unwrap_or_else(|_| panic!("{service}: cpus {text}"));
+    let fraction: u64 = format!("{fraction:0<3}").parse().expect("digits");
+    whole * 1000 + fraction
+}
+
+/// Memory in MB; the challenge states its budget in MB, so any other unit is refused.
+fn megabytes(value: &Value, service: &str) -> u64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{service}: deploy.resources.limits.memory is missing"));
+    let number = text
+        .strip_suffix("MB")
+        .unwrap_or_else(|| panic!("{service}: memory {text:?} must be written in MB"));
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("{service}: memory {text:?}"))
+}
+
+#[test]
+fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget() {
+    let compose = compose();
+
+    let services: BTreeSet<&str> = compose["services"]
+        .as_mapping()
+        .expect("services")
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(services, BTreeSet::from(["api01", "api02", "nginx"]));
+
+    // Both instances come from the same image, built from this repository.
+    let (api01, api02) = (service(&compose, "api01"), service(&compose, "api02"));
+    assert_eq!(api01["build"], api02["build"], "same build");
+    assert!(
+        !api01["build"].is_null(),
+        "the APIs are built from the Dockerfile"
+    );
+    assert_eq!(api01["image"], api02["image"], "same image");
+    assert_eq!(environment(api01), environment(api02), "same settings");
+
+    // One named volume, mounted in both instances, holding the file DATABASE_URL names.
+    let volumes: Vec<&str> = compose["volumes"]
+        .as_mapping()
+        .expect("top-level volumes")
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(volumes.len(), 1, "one named volume: {volumes:?}");
+    for (name, api) in [("api01", api01), ("api02", api02)] {
+        let mounts = strings(&api["volumes"]);
+        let target = mounts
+            .iter()
+            .find_map(|mount| mount.strip_prefix(&format!("{}:", volumes[0])))
+            .unwrap_or_else(|| panic!("{name} mounts {}: {mounts:?}", volumes[0]));
+        let target = target.trim_end_matches(":rw");
+        let url = &environment(api)["DATABASE_URL"];
+        let file = url.strip_prefix("sqlite://").expect("a sqlite:// URL");
+        assert!(
+            file.starts_with(&format!("{target}/")),
+            "{name}: DATABASE_URL {url} is not on the volume mounted at {target}"
+        );
+    }
+
+    // nginx publishes 9999 and reads the top-level nginx.conf.
+    let nginx = service(&compose, "nginx");
+    assert!(
+        strings(&nginx["ports"])
+            .iter()
+            .any(|port| port == "9999:9999"),
+        "nginx publishes 9999: {:?}",
+        nginx["ports"]
+    );
+    assert!(
+        strings(&nginx["volumes"])
+            .iter()
+            .any(|mount| mount.starts_with("./nginx.conf:/etc/nginx/nginx.conf")),
+        "nginx mounts ./nginx.conf: {:?}",
+        nginx["volumes"]
+    );
+    // nginx starts once both instances are healthy: it resolves them at start.
+    for api in ["api01", "api02"] {
+        assert_eq!(
+            nginx["depends_on"][api]["condition"].as_str(),
+            Some("service_healthy"),
+            "nginx waits for {api}"
+        );
+    }
+
+    // The instances start together: neither waits for the other.
+    for api in [api01, api02] {
+        assert!(api["depends_on"].is_null(), "{:?}", api["depends_on"]);
+    }
+
+    // Every service: a health check, a restart policy, and limits within the budget.
+    let (mut cpus, mut memory) = (0, 0);
+    for name in &services {
+        let service = service(&compose, name);
+        assert!(
+            !strings(&service["healthcheck"]["test"]).is_empty(),
+            "{name} has a health check"
+        );
+        assert!(
+            service["restart"].as_str().is_some(),
+            "{name} has a restart policy"
+        );
+        let limits = &service["deploy"]["resources"]["limits"];
+        assert!(
+            limits.is_mapping(),
+            "{name} declares deploy.resources.limits"
+        );
+        cpus += millicpus(&limits["cpus"], name);
+        memory += megabytes(&limits["memory"], name);
+    }
+    assert!(
+        cpus <= 1500,
+        "CPU limits sum to {cpus} thousandths, more than 1.5"
+    );
+    assert!(
+        memory <= 550,
+        "memory limits sum to {memory} MB, more than 550"
+    );
+}
+
+#[test]
+fn the_instances_listen_where_nginx_conf_sends_requests() {
+    let compose = compose();
+    let conf = Nginx::parse(&read("nginx.conf"));
+    let servers: Vec<String> = conf
+        .find(&["http", "upstream"], "server")
+        .iter()
+        .map(|args| args[0].clone())
+        .collect();
+    for name in ["api01", "api02"] {
+        let port = &environment(service(&compose, name))["API_PORT"];
+        assert!(
+            servers.contains(&format!("{name}:{port}")),
+            "nginx.conf's upstream {servers:?} has no {name}:{port}"
+        );
+        // The health check probes the port the instance listens on.
+        let probe = strings(&service(&compose, name)["healthcheck"]["test"]).join(" ");
+        assert!(
+            probe.contains(&format!(":{port}/health")),
+            "{name}: {probe}"
+        );
+    }
+}
+
+/// nginx.conf as a list of directives, each with the blocks it sits in.
+#[derive(Debug)]
+struct Nginx {
+    directives: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Nginx {
+    /// Splits the file into directives (`;`-terminated) and blocks (`name args { ... }`),
+    /// skipping comments and honouring quotes. Enough for this file, not a general parser.
+    fn parse(text: &str) -> Self {
+        let mut directives = Vec::new();
+        let mut blocks: Vec<String> = Vec::new();
+        let mut words: Vec<String> = Vec::new();
+        let mut word = String::new();
+        let mut quote = None;
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    words.push(std::mem::take(&mut word));
+                }
+                (Some(_), c) => word.push(c),
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                (None, c) if c.is_whitespace() || matches!(c, ';' | '{' | '}') => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    match c {
+                        ';' => directives.push((blocks.clone(), std::mem::take(&mut words))),
+                        '{' => blocks.push(std::mem::take(&mut words).join(" ")),
+                        '}' => {
+                            blocks.pop().expect("balanced braces");
+                        }
+                        _ => {}
+                    }
+                }
+                (None, c) => word.push(c),
+            }
+        }
+        assert!(
+            blocks.is_empty() && words.is_empty(),
+            "nginx.conf ends inside a block"
+        );
+        Self { directives }
+    }
+
+    /// The arguments of every `name` directive in a block whose path starts with `context`
+    /// (each element a prefix of the block's header, e.g. "upstream" for "upstream api").
+    fn find(&self, context: &[&str], name: &str) -> Vec<Vec<String>> {
+        self.directives
+            .iter()
+            .filter(|(blocks, words)| {
+                words.first().is_some_and(|word| word == name)
+                    && blocks.len() == context.len()
+                    && blocks
+                        .iter()
+                        .zip(context)
+                        .all(|(block, want)| block.starts_with(want))
+            })
+            .map(|(_, words)| words[1..].to_vec())
+            .collect()
+    }
+
+    fn one(&self, context: &[&str], name: &str) -> Vec<String> {
+        let found = self.find(context, name);
+        assert_eq!(found.len(), 1, "one {name} in {context:?}: {found:?}");
+        found[0].clone()
+    }
+}
+
+fn seconds(value: &str) -> u64 {
+    let digits = value.strip_suffix('s').unwrap_or(value);
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("a duration in seconds: {value}"))
+}
+
+#[test]
+fn nginx_conf_keeps_upstream_connections_alive_and_never_replays_a_post() {
+    let conf = Nginx::parse(&read("nginx.conf"));
+    let upstream = ["http", "upstream"];
+    let location = ["http", "server", "location /"];
+
+    assert_eq!(
+        conf.one(&[], "worker_processes"),
+        ["1"],
+        "fits nginx's CPU share"
+    );
+    assert_eq!(conf.one(&["http"], "access_log"), ["off"]);
+    assert_eq!(conf.one(&["http"], "gzip"), ["off"]);
+    assert_eq!(conf.one(&["http", "server"], "listen")[0], "9999");
+
+    // Balancing and failover: both instances, each taken out after failing.
+    assert_eq!(conf.one(&upstream, "least_conn"), Vec::<String>::new());
+    let servers = conf.find(&upstream, "server");
+    assert_eq!(servers.len(), 2, "two instances: {servers:?}");
+    for server in &servers {
+        assert!(
+            server.iter().any(|arg| arg.starts_with("max_fails="))
+                && server.iter().any(|arg| arg.starts_with("fail_timeout=")),
+            "{server:?} is taken out of rotation when it fails"
+        );
+    }
+
+    // Upstream keep-alive, done right.
+    let pool: u32 = conf.one(&upstream, "keepalive")[0]
+        .parse()
+        .expect("keepalive N");
+    assert!(pool > 0);
+    assert_eq!(conf.one(&location, "proxy_http_version"), ["1.1"]);
+    assert!(
+        conf.find(&location, "proxy_set_header")
+            .contains(&vec!["Connection".to_owned(), String::new()]),
+        "proxy_set_header Connection \"\" clears the hop-by-hop header"
+    );
+    // nginx must close idle upstream connections before the API does, or it may send a request
+    // into a connection the API is closing (the sporadic 502).
+    let idle = seconds(&conf.one(&upstream, "keepalive_timeout")[0]);
+    let api_idle = rinha_api::startup::KEEP_ALIVE.as_secs();
+    assert!(
+        idle < api_idle,
+        "upstream keepalive_timeout {idle}s must be below the API's {api_idle}s"
+    );
+
+    // A failed GET may go to the other instance; a POST that reached an instance never does.
+    let next = conf.one(&location, "proxy_next_upstream");
+    assert!(next.contains(&"error".to_owned()), "{next:?}");
+    assert!(
+        !next.contains(&"non_idempotent".to_owned()),
+        "a POST is not idempotent and must not be replayed: {next:?}"
+    );
+}
+
+/// Runs `scripts/stack` with a temporary STACK_DIR and fresh ports.
+fn derive_stack_config(dir: &Path) -> (std::process::Output, [u16; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let output = Command::new(Path::new(ROOT).join("scripts/stack"))
+        .arg("config")
+        .env("STACK_DIR", dir)
+        .env("STACK_PORT", ports[0].to_string())
+        .env("STACK_API_PORTS", format!("{} {}", ports[1], ports[2]))
+        .output()
+        .expect("scripts/stack runs");
+    (output, ports)
+}
+
+#[test]
+fn the_config_scripts_stack_derives_from_nginx_conf_passes_nginx_t() {
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let (output, [port, api01, api02]) = derive_stack_config(dir.path());
+
+    assert!(
+        output.status.success(),
+        "scripts/stack config failed (is nginx installed? CI installs it):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let conf = Nginx::parse(
+        &std::fs::read_to_string(dir.path().join("nginx.conf")).expect("the derived config"),
+    );
+    assert_eq!(
+        conf.one(&["http", "server"], "listen")[0],
+        format!("127.0.0.1:{port}")
+    );
+    let servers: Vec<String> = conf
+        .find(&["http", "upstream"], "server")
+        .iter()
+        .map(|args| args[0].clone())
+        .collect();
+    assert_eq!(
+        servers,
+        [format!("127.0.0.1:{api01}"), format!("127.0.0.1:{api02}")]
+    );
+    // Everything else is the top-level file's: the rewrite only relocates.
+    let original = Nginx::parse(&read("nginx.conf"));
+    for (context, name) in [
+        (&["http", "upstream"][..], "keepalive_timeout"),
+        (&["http", "server", "location /"][..], "proxy_next_upstream"),
+        (&["http"][..], "access_log"),
+    ] {
+        assert_eq!(
+            conf.find(context, name),
+            original.find(context, name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_in_stages_and_runs_as_a_non_root_user_who_owns_the_volume() {
+    let dockerfile = read("Dockerfile");
+    // Instructions, with continuation lines joined and comments dropped.
+    let joined = dockerfile
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\n", " ");
+    let instructions: Vec<(&str, &str)> = joined
+        .lines()
+        .filter_map(|line| line.trim().split_once(char::is_whitespace))
+        .collect();
+
+    let stages: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, (op, _))| op.eq_ignore_ascii_case("FROM"))
+        .map(|(index, _)| index)
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage");
+    let runtime = &instructions[*stages.last().expect("a stage")..];
+
+    let builds: Vec<&str> = instructions
+        .iter()
+        .filter(|(op, args)| *op == "RUN" && args.contains("cargo build"))
+        .map(|(_, args)| *args)
+        .collect();
+    assert_eq!(
+        builds.len(),
+        2,
+        "dependencies, then the service: {builds:?}"
+    );
+    assert!(
+        builds
+            .iter()
+            .all(|args| args.contains("--release") && args.contains("--locked"))
+    );
+
+    let user = runtime
+        .iter()
+        .filter(|(op, _)| *op == "USER")
+        .map(|(_, args)| args.trim())
+        .next_back()
+        .expect("the runtime stage sets USER");
+    let uid = user.split(':').next().expect("uid");
+    assert!(uid != "root" && uid != "0", "runs as non-root, not {user}");
+    assert!(
+        runtime.iter().any(|(op, args)| *op == "COPY"
+            && args.contains(&format!("--chown={user}"))
+            && args.trim_end().ends_with(" /shared")),
+        "/shared is owned by {user}, so the named volume is writable"
+    );
+
+    // Every file copied from the build context is in .dockerignore's allow-list.
+    let allowed: BTreeSet<String> = read(".dockerignore")
+        .lines()
+        .filter_map(|line| line.strip_prefix('!'))
+        .map(|path| path.trim_end_matches('/').to_owned())
+        .collect();
+    for (_, args) in instructions
+        .iter()
+        .filter(|(op, args)| *op == "COPY" && !args.contains("--from"))
+    {
+        let words: Vec<&str> = args
+            .split_whitespace()
+            .filter(|word| !word.starts_with("--"))
+            .collect();
+        for source in &words[..words.len() - 1] {
+            assert!(
+                allowed.contains(source.trim_end_matches('/')),
+                "COPY {source}: not in .dockerignore's allow-list {allowed:?}"
+            );
+        }
+    }
+
+    // The probe the compose health check runs is in the image.
+    let compose = compose();
+    let probe = strings(&service(&compose, "api01")["healthcheck"]["test"]);
+    assert!(
+        runtime
+            .iter()
+            .any(|(op, args)| *op == "COPY" && args.trim_end().ends_with(&probe[1])),
+        "the image has {}",
+        probe[1]
+    );
+}
