@@ -6,10 +6,9 @@ use serde_json::json;
 
 use crate::helpers::{Api, CLIENTS, body, spawn_app};
 
-#[tokio::test]
-async fn the_official_validation_phase_passes_in_order() {
-    let app = spawn_app().await;
-
+/// The official test's validation phase, steps 1 to 3, against a fresh state. Also run through
+/// nginx by `stack`.
+pub async fn official_validation_phase(app: &impl Api) {
     // 1. 25 simultaneous debits of 1 on client 1, then 25 simultaneous credits.
     for (tipo, expected_total) in [("d", -25), ("c", 0)] {
         let request = body(1, tipo, "validacao");
@@ -23,50 +22,47 @@ async fn the_official_validation_phase_passes_in_order() {
     }
 
     // 2. Every client, at once.
-    join_all(CLIENTS.iter().map(|&(id, limite)| {
-        let app = &app;
-        async move {
-            let statement = app.statement(id).await;
+    join_all(CLIENTS.iter().map(|&(id, limite)| async move {
+        let statement = app.statement(id).await;
+        assert_eq!(statement.status, StatusCode::OK);
+        assert_eq!(statement.body["saldo"]["limite"], limite);
+        assert_eq!(statement.total(), 0);
+
+        for (tipo, descricao) in [("c", "toma"), ("d", "devolve")] {
+            let answer = app.transaction(id, &body(1, tipo, descricao)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{descricao}");
+            assert_eq!(answer.body["limite"], limite);
+            assert!(answer.saldo() >= -limite);
+        }
+        let statement = app.statement(id).await;
+        let entries = statement.entries();
+        assert_eq!(entries[0]["descricao"], "devolve");
+        assert_eq!(entries[0]["tipo"], "d");
+        assert_eq!(entries[0]["valor"], 1);
+        assert_eq!(entries[1]["descricao"], "toma");
+        assert_eq!(entries[1]["tipo"], "c");
+        assert_eq!(entries[1]["valor"], 1);
+
+        let danada = app.transaction(id, &body(1, "c", "danada")).await;
+        assert_eq!(danada.status, StatusCode::OK);
+        let statements = join_all((0..4).map(|_| app.statement(id))).await;
+        for statement in statements {
             assert_eq!(statement.status, StatusCode::OK);
-            assert_eq!(statement.body["saldo"]["limite"], limite);
-            assert_eq!(statement.total(), 0);
+            assert_eq!(statement.entries()[0]["descricao"], "danada");
+            assert_eq!(statement.total(), danada.saldo());
+            assert_eq!(statement.body["saldo"]["limite"], danada.body["limite"]);
+        }
 
-            for (tipo, descricao) in [("c", "toma"), ("d", "devolve")] {
-                let answer = app.transaction(id, &body(1, tipo, descricao)).await;
-                assert_eq!(answer.status, StatusCode::OK, "{descricao}");
-                assert_eq!(answer.body["limite"], limite);
-                assert!(answer.saldo() >= -limite);
-            }
-            let statement = app.statement(id).await;
-            let entries = statement.entries();
-            assert_eq!(entries[0]["descricao"], "devolve");
-            assert_eq!(entries[0]["tipo"], "d");
-            assert_eq!(entries[0]["valor"], 1);
-            assert_eq!(entries[1]["descricao"], "toma");
-            assert_eq!(entries[1]["tipo"], "c");
-            assert_eq!(entries[1]["valor"], 1);
-
-            let danada = app.transaction(id, &body(1, "c", "danada")).await;
-            assert_eq!(danada.status, StatusCode::OK);
-            let statements = join_all((0..4).map(|_| app.statement(id))).await;
-            for statement in statements {
-                assert_eq!(statement.status, StatusCode::OK);
-                assert_eq!(statement.entries()[0]["descricao"], "danada");
-                assert_eq!(statement.total(), danada.saldo());
-                assert_eq!(statement.body["saldo"]["limite"], danada.body["limite"]);
-            }
-
-            let invalid = [
-                json!({"valor": 1.2, "tipo": "d", "descricao": "devolve"}),
-                json!({"valor": 1, "tipo": "x", "descricao": "devolve"}),
-                json!({"valor": 1, "tipo": "c", "descricao": "123456789 e mais um pouco"}),
-                json!({"valor": 1, "tipo": "c", "descricao": ""}),
-                json!({"valor": 1, "tipo": "c", "descricao": null}),
-            ];
-            for bad in &invalid {
-                let answer = app.transaction(id, bad).await;
-                answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, &bad.to_string());
-            }
+        let invalid = [
+            json!({"valor": 1.2, "tipo": "d", "descricao": "devolve"}),
+            json!({"valor": 1, "tipo": "x", "descricao": "devolve"}),
+            json!({"valor": 1, "tipo": "c", "descricao": "123456789 e mais um pouco"}),
+            json!({"valor": 1, "tipo": "c", "descricao": ""}),
+            json!({"valor": 1, "tipo": "c", "descricao": null}),
+        ];
+        for bad in &invalid {
+            let answer = app.transaction(id, bad).await;
+            answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, &bad.to_string());
         }
     }))
     .await;
@@ -75,6 +71,13 @@ async fn the_official_validation_phase_passes_in_order() {
     app.statement(6)
         .await
         .assert_error(StatusCode::NOT_FOUND, "client 6");
+}
+
+#[tokio::test]
+async fn the_official_validation_phase_passes_in_order() {
+    let app = spawn_app().await;
+
+    official_validation_phase(&app).await;
 }
 
 #[tokio::test]

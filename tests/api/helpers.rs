@@ -24,6 +24,20 @@ pub const CLIENTS: [(i64, i64); 5] = [
     (5, 500_000),
 ];
 
+/// A small deterministic generator, so a failing run can be replayed.
+#[derive(Debug)]
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next number, below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
 /// A running API and a client for it.
 #[derive(Debug)]
 pub struct TestApp {

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use crate::helpers::{Api, CLIENTS, Processes, body, spawn_processes};
+use crate::helpers::{Api, CLIENTS, Processes, Xorshift, body, spawn_processes};
 
 /// A transaction row as stored, in commit order.
 #[derive(Debug)]
@@ -51,18 +51,6 @@ fn limit_of(client: i64) -> i64 {
         .find(|(id, _)| *id == client)
         .map(|(_, limit)| *limit)
         .expect("known client")
-}
-
-/// A small deterministic generator, so a failing run can be replayed.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// What one client-side request saw.

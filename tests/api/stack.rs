@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::{Client, StatusCode};
-use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
-use crate::helpers::{Api, CLIENTS, body, free_port, http_client};
+use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client};
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
 #[derive(Debug)]
@@ -143,63 +142,7 @@ fn kill_9(pid: u32) {
 async fn the_stack_passes_the_official_checks_through_nginx() {
     let stack = Stack::up();
 
-    // 1. 25 simultaneous debits of 1 on client 1, then 25 simultaneous credits.
-    for (tipo, expected_total) in [("d", -25), ("c", 0)] {
-        let request = body(1, tipo, "validacao");
-        let answers = join_all((0..25).map(|_| stack.transaction(1, &request))).await;
-        for answer in &answers {
-            assert_eq!(answer.status, StatusCode::OK, "{tipo}: {:?}", answer.body);
-        }
-        assert_eq!(
-            stack.statement(1).await.total(),
-            expected_total,
-            "after 25 {tipo}"
-        );
-    }
-
-    // 2. Every client at once: balances, the two newest entries, reads after a write (through
-    // whichever instance nginx picks), and the invalid bodies.
-    join_all(CLIENTS.iter().map(|&(id, limite)| {
-        let stack = &stack;
-        async move {
-            let statement = stack.statement(id).await;
-            assert_eq!(statement.status, StatusCode::OK);
-            assert_eq!(statement.body["saldo"]["limite"], limite);
-            assert_eq!(statement.total(), 0);
-            for (tipo, descricao) in [("c", "toma"), ("d", "devolve")] {
-                let answer = stack.transaction(id, &body(1, tipo, descricao)).await;
-                assert_eq!(answer.status, StatusCode::OK, "{descricao}");
-                assert_eq!(answer.body["limite"], limite);
-            }
-            assert_eq!(
-                stack.statement(id).await.descriptions()[..2],
-                ["devolve", "toma"]
-            );
-            let danada = stack.transaction(id, &body(1, "c", "danada")).await;
-            assert_eq!(danada.status, StatusCode::OK);
-            for statement in join_all((0..4).map(|_| stack.statement(id))).await {
-                assert_eq!(statement.descriptions()[0], "danada");
-                assert_eq!(statement.total(), danada.saldo());
-            }
-            for bad in [
-                json!({"valor": 1.2, "tipo": "d", "descricao": "devolve"}),
-                json!({"valor": 1, "tipo": "x", "descricao": "devolve"}),
-                json!({"valor": 1, "tipo": "c", "descricao": "123456789 e mais um pouco"}),
-                json!({"valor": 1, "tipo": "c", "descricao": ""}),
-                json!({"valor": 1, "tipo": "c", "descricao": null}),
-            ] {
-                let answer = stack.transaction(id, &bad).await;
-                answer.assert_error(StatusCode::UNPROCESSABLE_ENTITY, &bad.to_string());
-            }
-        }
-    }))
-    .await;
-
-    // 3. There is no client 6.
-    stack
-        .statement(6)
-        .await
-        .assert_error(StatusCode::NOT_FOUND, "client 6");
+    crate::contract::official_validation_phase(&stack).await;
 
     // nginx's own errors are JSON too: a body over its limit never reaches an instance.
     let huge = stack
@@ -256,18 +199,6 @@ struct Sent {
     /// For a transaction: client, signed amount and its unique `descricao`; None for a statement.
     transaction: Option<(i64, i64, String)>,
     seen: Seen,
-}
-
-/// A small deterministic generator, so a failing run can be replayed.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Runs `tasks` concurrent loops of mixed requests through nginx until `until` (measured from
