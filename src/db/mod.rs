@@ -233,7 +233,10 @@ impl Database {
         .bind(STATEMENT_LENGTH)
         .fetch_all(&self.reader)
         .await?;
-        let Some((data_extrato, total, limite, ..)) = rows.first().cloned() else {
+        let Some((data_extrato, total, limite)) = rows
+            .first()
+            .map(|(now, total, limite, ..)| (now.clone(), *total, *limite))
+        else {
             return Err(StorageError::Other(sqlx::Error::RowNotFound));
         };
         let ultimas_transacoes = rows
