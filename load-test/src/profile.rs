@@ -102,6 +102,12 @@ impl ValidationPhase {
         ok
     }
 
+    /// Records one check that passed with `Ok` or failed with the message in `Err`.
+    fn check_result<T>(&mut self, result: Result<T, String>) -> Option<T> {
+        self.checks += 1;
+        result.map_err(|failure| self.failures.push(failure)).ok()
+    }
+
     fn merge(&mut self, other: ValidationPhase) {
         self.checks += other.checks;
         self.failures.extend(other.failures);
@@ -129,16 +135,7 @@ impl ValidationPhase {
                 Err(problem) => Err(format!("{what}: {problem}")),
             },
         };
-        match balance {
-            Ok(balance) => {
-                self.checks += 1;
-                Some(balance)
-            }
-            Err(failure) => {
-                self.check(false, || failure);
-                None
-            }
-        }
+        self.check_result(balance)
     }
 
     /// A statement answered 200 with a valid body; records the check.
@@ -148,16 +145,7 @@ impl ValidationPhase {
             Ok(answer) => check_statement(client, answer.status, &answer.body)
                 .map_err(|problem| format!("client {client}: statement {when}: {problem}")),
         };
-        match statement {
-            Ok(statement) => {
-                self.checks += 1;
-                Some(statement)
-            }
-            Err(failure) => {
-                self.check(false, || failure);
-                None
-            }
-        }
+        self.check_result(statement)
     }
 }
 
