@@ -13,6 +13,7 @@ use reqwest::{Client, Response, StatusCode};
 use rinha_api::config::Config;
 use rinha_api::startup::Application;
 use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
 /// The clients of script.sql: (id, limite).
@@ -319,6 +320,58 @@ async fn wait_until_healthy(instance: &mut Instance) {
         assert!(Instant::now() < deadline, "rinha-api not healthy in 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Opens a database file read-only, beside the processes that write it.
+pub async fn open_read_only(db_path: &Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(db_path)
+        .read_only(true);
+    SqlitePool::connect_with(options).await.expect("open db")
+}
+
+/// A transaction row as stored.
+#[derive(Debug)]
+pub struct StoredTransaction {
+    pub cliente_id: i64,
+    pub valor: i64,
+    pub tipo: String,
+    pub descricao: String,
+    pub saldo_apos: i64,
+}
+
+impl StoredTransaction {
+    /// `+valor` for a credit, `-valor` for a debit.
+    pub fn signed(&self) -> i64 {
+        if self.tipo == "c" {
+            self.valor
+        } else {
+            -self.valor
+        }
+    }
+}
+
+/// Every stored transaction, in commit order, read directly from the database file.
+pub async fn stored_ledger(db_path: &Path) -> Vec<StoredTransaction> {
+    let pool = open_read_only(db_path).await;
+    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT cliente_id, valor, tipo, descricao, saldo_apos FROM transacoes ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read ledger");
+    pool.close().await;
+    rows.into_iter()
+        .map(
+            |(cliente_id, valor, tipo, descricao, saldo_apos)| StoredTransaction {
+                cliente_id,
+                valor,
+                tipo,
+                descricao,
+                saldo_apos,
+            },
+        )
+        .collect()
 }
 
 /// A port that was free a moment ago.

@@ -7,43 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use crate::helpers::{Api, CLIENTS, Processes, Xorshift, body, spawn_processes};
-
-/// A transaction row as stored, in commit order.
-#[derive(Debug)]
-struct Row {
-    cliente_id: i64,
-    valor: i64,
-    tipo: String,
-    descricao: String,
-    saldo_apos: i64,
-}
-
-/// Reads the database file directly, read-only, while the processes run.
-async fn ledger(processes: &Processes) -> Vec<Row> {
-    let options = SqliteConnectOptions::new()
-        .filename(&processes.db_path)
-        .read_only(true);
-    let pool = SqlitePool::connect_with(options).await.expect("open db");
-    let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
-        "SELECT cliente_id, valor, tipo, descricao, saldo_apos FROM transacoes ORDER BY id",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("read ledger");
-    pool.close().await;
-    rows.into_iter()
-        .map(|(cliente_id, valor, tipo, descricao, saldo_apos)| Row {
-            cliente_id,
-            valor,
-            tipo,
-            descricao,
-            saldo_apos,
-        })
-        .collect()
-}
+use crate::helpers::{
+    Api, CLIENTS, Xorshift, body, open_read_only, spawn_processes, stored_ledger,
+};
 
 fn limit_of(client: i64) -> i64 {
     CLIENTS
@@ -128,7 +95,7 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
 
     // The stored ledger is exactly the accepted transactions, each once, and replaying it in
     // commit order gives every balance a 200 reported.
-    let rows = ledger(&processes).await;
+    let rows = stored_ledger(&processes.db_path).await;
     assert_eq!(rows.len(), accepted.len(), "no transaction lost or doubled");
     let mut balances: HashMap<i64, i64> = HashMap::new();
     let mut latest: HashMap<i64, Vec<String>> = HashMap::new();
@@ -140,11 +107,7 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
         let seen = accepted
             .get(&row.descricao)
             .unwrap_or_else(|| panic!("stored but never accepted: {row:?}"));
-        let signed = if row.tipo == "c" {
-            row.valor
-        } else {
-            -row.valor
-        };
+        let signed = row.signed();
         assert_eq!(
             (seen.client, seen.signed),
             (row.cliente_id, signed),
@@ -233,10 +196,7 @@ async fn processes_starting_together_on_a_new_file_all_come_up_with_five_clients
             assert_eq!(statement.status, StatusCode::OK, "round {round}");
             assert_eq!(statement.total(), 0);
         }
-        let options = SqliteConnectOptions::new()
-            .filename(&processes.db_path)
-            .read_only(true);
-        let pool = SqlitePool::connect_with(options).await.expect("open db");
+        let pool = open_read_only(&processes.db_path).await;
         let clients: Vec<(i64, i64)> =
             sqlx::query_as("SELECT id, limite FROM clientes ORDER BY id")
                 .fetch_all(&pool)

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::{Client, StatusCode};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
-use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client};
+use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client, stored_ledger};
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
 #[derive(Debug)]
@@ -267,20 +266,10 @@ async fn mixed_load(
 /// The transactions in the SQLite file: `descricao` -> (client, signed amount), read directly
 /// (read-only) while the instances run.
 async fn ledger(db: &Path) -> HashMap<String, (i64, i64)> {
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(db).read_only(true))
-        .await
-        .expect("open the database");
-    let rows: Vec<(String, i64, i64, String)> =
-        sqlx::query_as("SELECT descricao, cliente_id, valor, tipo FROM transacoes")
-            .fetch_all(&pool)
-            .await
-            .expect("read the ledger");
-    pool.close().await;
     let mut ledger = HashMap::new();
-    for (descricao, client, valor, tipo) in rows {
-        let signed = if tipo == "c" { valor } else { -valor };
-        let previous = ledger.insert(descricao.clone(), (client, signed));
-        assert!(previous.is_none(), "{descricao} was applied twice");
+    for row in stored_ledger(db).await {
+        let previous = ledger.insert(row.descricao.clone(), (row.cliente_id, row.signed()));
+        assert!(previous.is_none(), "{} was applied twice", row.descricao);
     }
     ledger
 }
