@@ -22,10 +22,13 @@ pub struct Config {
     pub workers: usize,
     /// `DB_READ_CONNECTIONS`: connections that serve statements (each has its own thread).
     pub read_connections: u32,
-    /// `DB_WRITE_CONNECTIONS`: connections that record transactions. 1 (the default) makes this
-    /// process's writes queue in memory rather than contend for SQLite's lock; more exists to
-    /// measure that choice.
-    pub write_connections: u32,
+    /// `DB_WRITE_BATCH_MAX`: the most transactions the writer commits together (group commit).
+    /// It bounds how long one process holds the write lock at once; 1 turns grouping off.
+    pub write_batch_max: usize,
+    /// `DB_WRITE_LOCK`: how writers in different processes take turns: `sqlite` (default;
+    /// SQLite's lock, waited for through the busy handler) or `flock` (an exclusive `flock` on a
+    /// file beside the database around each batch; the waiter sleeps in the kernel).
+    pub write_lock: WriteLockKind,
     /// `DB_BUSY_HANDLER`: what a connection does while another holds the write lock: `backoff`
     /// (default; retries after 20 µs, backing off to 1 ms) or `sqlite` (SQLite's own handler,
     /// which sleeps 1, 2, 5, 10... ms; kept to measure the difference).
@@ -47,7 +50,8 @@ impl Default for Config {
             database_url: "sqlite://rinha.db".to_owned(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             read_connections: 2,
-            write_connections: 1,
+            write_batch_max: 64,
+            write_lock: WriteLockKind::Sqlite,
             busy_handler: BusyHandler::Backoff,
             busy_timeout: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(1000),
@@ -72,6 +76,27 @@ impl FromStr for BusyHandler {
             "backoff" => Ok(Self::Backoff),
             "sqlite" => Ok(Self::Sqlite),
             _ => Err("expected backoff or sqlite"),
+        }
+    }
+}
+
+/// How writers in different processes take turns on the shared file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteLockKind {
+    /// SQLite's own write lock, waited for through the busy handler.
+    Sqlite,
+    /// An exclusive `flock` around each batch, then SQLite's lock.
+    Flock,
+}
+
+impl FromStr for WriteLockKind {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "sqlite" => Ok(Self::Sqlite),
+            "flock" => Ok(Self::Flock),
+            _ => Err("expected sqlite or flock"),
         }
     }
 }
@@ -101,8 +126,9 @@ impl Config {
             workers: parse(&lookup, "API_WORKERS")?.unwrap_or(defaults.workers),
             read_connections: parse(&lookup, "DB_READ_CONNECTIONS")?
                 .unwrap_or(defaults.read_connections),
-            write_connections: parse(&lookup, "DB_WRITE_CONNECTIONS")?
-                .unwrap_or(defaults.write_connections),
+            write_batch_max: parse(&lookup, "DB_WRITE_BATCH_MAX")?
+                .unwrap_or(defaults.write_batch_max),
+            write_lock: parse(&lookup, "DB_WRITE_LOCK")?.unwrap_or(defaults.write_lock),
             busy_handler: parse(&lookup, "DB_BUSY_HANDLER")?.unwrap_or(defaults.busy_handler),
             busy_timeout: parse(&lookup, "DB_BUSY_TIMEOUT_MS")?
                 .map_or(defaults.busy_timeout, Duration::from_millis),
@@ -129,11 +155,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.write_connections == 0 {
+        if !(1..=10_000).contains(&self.write_batch_max) {
             return Err(invalid(
-                "DB_WRITE_CONNECTIONS",
-                "0".into(),
-                "must be at least 1",
+                "DB_WRITE_BATCH_MAX",
+                self.write_batch_max.to_string(),
+                "must be between 1 and 10000",
             ));
         }
         if self.busy_timeout.is_zero() || self.busy_timeout > Duration::from_secs(60) {
@@ -199,7 +225,8 @@ mod tests {
             ("DATABASE_URL", "sqlite:///shared/rinha.db"),
             ("API_WORKERS", "3"),
             ("DB_READ_CONNECTIONS", "4"),
-            ("DB_WRITE_CONNECTIONS", "2"),
+            ("DB_WRITE_BATCH_MAX", "8"),
+            ("DB_WRITE_LOCK", "flock"),
             ("DB_BUSY_HANDLER", "sqlite"),
             ("DB_BUSY_TIMEOUT_MS", "250"),
             ("DB_CHECKPOINT_INTERVAL_MS", "0"),
@@ -210,7 +237,8 @@ mod tests {
         assert_eq!(config.database_url, "sqlite:///shared/rinha.db");
         assert_eq!(config.workers, 3);
         assert_eq!(config.read_connections, 4);
-        assert_eq!(config.write_connections, 2);
+        assert_eq!(config.write_batch_max, 8);
+        assert_eq!(config.write_lock, WriteLockKind::Flock);
         assert_eq!(config.busy_handler, BusyHandler::Sqlite);
         assert_eq!(config.busy_timeout, Duration::from_millis(250));
         assert_eq!(config.checkpoint_interval, Duration::ZERO);
@@ -223,7 +251,8 @@ mod tests {
             ("API_PORT", "http", "not a number"),
             ("API_WORKERS", "0", "no workers"),
             ("DB_READ_CONNECTIONS", "0", "no readers"),
-            ("DB_WRITE_CONNECTIONS", "0", "no writers"),
+            ("DB_WRITE_BATCH_MAX", "0", "empty batches"),
+            ("DB_WRITE_LOCK", "mutex", "unknown lock"),
             ("DB_BUSY_HANDLER", "spin", "unknown handler"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
             (

@@ -1,22 +1,24 @@
-//! Storage: every SQL statement of the service lives in this module, one function each.
+//! Storage: every database call of the service goes through this module, and every SQL text
+//! lives in [`sql`].
 //!
-//! Two pools share one SQLite file in WAL mode. The *writer* pool has one connection (by default), so
-//! writes from this process queue in memory instead of fighting over SQLite's lock; the only
-//! lock contention left is with the other process, handled by [`busy`]. The *reader* pool serves
-//! statements, which in WAL mode never wait for writers.
+//! All writes of a process go to one *writer* thread ([`writer`]) that owns one connection and
+//! commits whatever is waiting in one transaction (group commit); each transaction is one
+//! conditional `INSERT ... SELECT ... RETURNING` ([`sql::RECORD`]), so there is no
+//! read-then-write race to get wrong. Across processes sharing the file, writers take turns on
+//! SQLite's lock, waiting through [`busy`] or, with `DB_WRITE_LOCK=flock`, on a `flock`.
+//! The *reader* pool serves statements, which in WAL mode never wait for writers.
 //!
-//! A transaction is recorded by one `INSERT ... SELECT ... RETURNING` statement: the limit check,
-//! the new row and (through a trigger in `script.sql`) the balance update all happen inside it,
-//! in autocommit mode. SQLite takes the write lock when that statement starts and releases it when
-//! it ends, so the lock is held for microseconds with no round trip to async code in between, and
-//! there is no read-then-write race to get wrong.
-//!
-//! sqlx runs each connection on its own thread, so no SQLite call blocks an Actix worker, and
-//! caches each connection's prepared statements, so each statement is prepared once.
+//! Reads go through sqlx (one hand-off to the connection's thread each); the writer runs its
+//! statements on its connection's raw handle ([`raw`]) because there the hand-offs were most of
+//! the cost of a write.
 
 pub mod busy;
+mod raw;
+pub mod sql;
+pub mod writer;
 
 use std::collections::HashMap;
+use std::fs::OpenOptions;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,20 +26,20 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, SqliteConnection};
 
-use crate::config::{BusyHandler, Config};
+use crate::config::{BusyHandler, Config, WriteLockKind};
 use crate::domain::{
-    Applied, Client, ClientId, Kind, MAX_BALANCE, NewTransaction, Refused, STATEMENT_LENGTH,
-    Statement, StatementBalance, StatementEntry,
+    Applied, Client, ClientId, Kind, NewTransaction, Refused, STATEMENT_LENGTH, Statement,
+    StatementBalance, StatementEntry,
 };
-
-/// The schema and the five clients; applied by every instance at start.
-const SCHEMA: &str = include_str!("../../script.sql");
+use raw::SqliteFailure;
+use writer::{BatchStats, Outcome, Work, WriteLock, Writer};
 
 /// Handle to the ledger's storage; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
     /// Clients and their limits, read once at start: no route creates or changes a client, so
     /// an unknown id is answered without touching SQLite and the limit needs no query.
@@ -63,14 +65,28 @@ pub enum Recorded {
     Refused(Refused),
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A storage failure, in terms the API can act on whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The database stayed locked, or every connection stayed busy, for longer than allowed.
+    /// The database stayed locked, or every connection stayed busy, for longer than allowed; or
+    /// the writer has stopped because the server is stopping. Worth retrying.
     #[error("the database is busy: {0}")]
-    Busy(#[source] sqlx::Error),
+    Busy(#[source] BoxError),
     #[error(transparent)]
-    Other(sqlx::Error),
+    Other(BoxError),
+}
+
+impl StorageError {
+    fn other(message: impl Into<String>) -> Self {
+        Self::Other(message.into().into())
+    }
+
+    /// The writer thread is gone: the server is stopping.
+    fn stopped() -> Self {
+        Self::Busy("the writer has stopped; the server is shutting down".into())
+    }
 }
 
 impl From<sqlx::Error> for StorageError {
@@ -81,9 +97,19 @@ impl From<sqlx::Error> for StorageError {
             .and_then(|code| code.parse::<i32>().ok())
             .is_some_and(|code| code & 0xff == libsqlite3_sys::SQLITE_BUSY);
         if sqlite_busy || matches!(err, sqlx::Error::PoolTimedOut) {
-            Self::Busy(err)
+            Self::Busy(err.into())
         } else {
-            Self::Other(err)
+            Self::Other(err.into())
+        }
+    }
+}
+
+impl From<SqliteFailure> for StorageError {
+    fn from(failure: SqliteFailure) -> Self {
+        if failure.is_busy() {
+            Self::Busy(failure.into())
+        } else {
+            Self::Other(failure.into())
         }
     }
 }
@@ -104,7 +130,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl Database {
-    /// Opens the pools, applies `script.sql` and loads the clients.
+    /// Opens the write connection (applying `script.sql`) and the reader pool, starts the writer
+    /// thread and loads the clients.
     pub async fn connect(config: &Config) -> Result<Self, StorageError> {
         let (busy_timeout, busy_handler) = (config.busy_timeout, config.busy_handler);
         let mut options = SqliteConnectOptions::from_str(&config.database_url)?
@@ -123,40 +150,48 @@ impl Database {
             // Checkpoints run in the background task instead of inside a committing write.
             options = options.pragma("wal_autocheckpoint", "0");
         }
-        let pool = |connections: u32| {
-            SqlitePoolOptions::new()
-                .min_connections(connections)
-                .max_connections(connections)
+        // Opening can meet SQLITE_BUSY without the busy handler ever being asked: two processes
+        // switching a new file to WAL at once each hold a shared lock and want an exclusive one,
+        // and SQLite refuses one of them at once rather than deadlock. So the whole open is
+        // retried, for as long as a write may wait.
+        let deadline = Instant::now() + busy_timeout;
+        let write_connection = retry_while_busy(deadline, || async {
+            let mut connection = options.connect().await?;
+            install_busy_handler(&mut connection, busy_handler, busy_timeout).await?;
+            apply_schema(&mut connection).await?;
+            Ok(connection)
+        })
+        .await?;
+        let reader = retry_while_busy(deadline, || async {
+            Ok(SqlitePoolOptions::new()
+                .min_connections(config.read_connections)
+                .max_connections(config.read_connections)
                 // Each check would be one more round trip to the connection's thread per request.
                 .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(busy_timeout + Duration::from_secs(5))
                 .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        match busy_handler {
-                            BusyHandler::Backoff => busy::install(conn, busy_timeout).await,
-                            BusyHandler::Sqlite => Ok(()),
-                        }
-                    })
+                    Box::pin(install_busy_handler(conn, busy_handler, busy_timeout))
                 })
                 .connect_with(options.clone())
+                .await?)
+        })
+        .await?;
+        let lock = match config.write_lock {
+            WriteLockKind::Sqlite => WriteLock::SqliteOnly,
+            WriteLockKind::Flock => {
+                let path = format!("{}-writer.lock", options.get_filename().display());
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|err| StorageError::other(format!("cannot open {path}: {err}")))?;
+                WriteLock::Flock(file)
+            }
         };
-        // Opening can meet SQLITE_BUSY without the busy handler ever being asked: two processes
-        // switching a new file to WAL at once each hold a shared lock and want an exclusive one,
-        // and SQLite refuses one of them at once rather than deadlock. So the whole open is
-        // retried, for as long as a write may wait.
-        let deadline = Instant::now() + busy_timeout;
-        let writer = retry_while_busy(deadline, || async {
-            let writer = pool(config.write_connections).await?;
-            apply_schema(&writer).await?;
-            Ok(writer)
-        })
-        .await?;
-        let reader = retry_while_busy(deadline, || async {
-            Ok(pool(config.read_connections).await?)
-        })
-        .await?;
+        let writer = Writer::start(write_connection, config.write_batch_max, lock).await?;
         let clients = load_clients(&reader).await?;
         Ok(Self {
             writer,
@@ -170,34 +205,24 @@ impl Database {
         self.clients.get(&id).copied()
     }
 
-    /// Applies `transaction` to `client` if the balance allows it, in one statement.
+    /// Applies `transaction` to `client` if the balance allows it; answers once it is committed.
     pub async fn record(
         &self,
         client: Client,
-        transaction: &NewTransaction,
+        transaction: NewTransaction,
     ) -> Result<Recorded, StorageError> {
-        let balance: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO transacoes (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em)
-             SELECT id, ?2, ?3, ?4, saldo + ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             FROM clientes
-             WHERE id = ?1 AND saldo + ?5 BETWEEN -limite AND ?6
-             RETURNING saldo_apos",
-        )
-        .bind(client.id.0)
-        .bind(transaction.amount)
-        .bind(transaction.kind.code())
-        .bind(transaction.description.as_str())
-        .bind(transaction.signed_amount())
-        .bind(MAX_BALANCE)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(match (balance, transaction.kind) {
-            (Some(saldo), _) => Recorded::Applied(Applied {
+        let kind = transaction.kind;
+        let work = Work::Record {
+            client: client.id,
+            transaction,
+        };
+        Ok(match (self.writer.submit(work).await?, kind) {
+            (Outcome::Applied { balance }, _) => Recorded::Applied(Applied {
                 limite: client.limit,
-                saldo,
+                saldo: balance,
             }),
-            (None, Kind::Debit) => Recorded::Refused(Refused::InsufficientLimit),
-            (None, Kind::Credit) => Recorded::Refused(Refused::BalanceCeiling),
+            (_, Kind::Debit) => Recorded::Refused(Refused::InsufficientLimit),
+            (_, Kind::Credit) => Recorded::Refused(Refused::BalanceCeiling),
         })
     }
 
@@ -212,32 +237,16 @@ impl Database {
             Option<String>,
             Option<String>,
         );
-        // One statement, so the balance and the list come from the same snapshot even while the
-        // other process writes, and `data_extrato` comes from the clock that stamps
-        // `realizada_em`, so it is never earlier than a listed transaction.
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), c.saldo, c.limite,
-                    t.valor, t.tipo, t.descricao, t.realizada_em
-             FROM clientes AS c
-             LEFT JOIN (
-                 SELECT id, cliente_id, valor, tipo, descricao, realizada_em
-                 FROM transacoes
-                 WHERE cliente_id = ?1
-                 ORDER BY id DESC
-                 LIMIT ?2
-             ) AS t ON t.cliente_id = c.id
-             WHERE c.id = ?1
-             ORDER BY t.id DESC",
-        )
-        .bind(client.id.0)
-        .bind(STATEMENT_LENGTH)
-        .fetch_all(&self.reader)
-        .await?;
+        let rows: Vec<Row> = sqlx::query_as(sql::STATEMENT)
+            .bind(client.id.0)
+            .bind(STATEMENT_LENGTH)
+            .fetch_all(&self.reader)
+            .await?;
         let Some((data_extrato, total, limite)) = rows
             .first()
             .map(|(now, total, limite, ..)| (now.clone(), *total, *limite))
         else {
-            return Err(StorageError::Other(sqlx::Error::RowNotFound));
+            return Err(StorageError::other("the client's row is missing"));
         };
         let ultimas_transacoes = rows
             .into_iter()
@@ -262,20 +271,18 @@ impl Database {
 
     /// Deletes every transaction and sets every balance back to 0, atomically.
     pub async fn reset(&self) -> Result<(), StorageError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM transacoes")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE clientes SET saldo = 0")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx.commit().await?)
+        self.writer.submit(Work::Reset).await.map(drop)
     }
 
     /// Succeeds when a statement can be read.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        sqlx::query(sql::PING).execute(&self.reader).await?;
         Ok(())
+    }
+
+    /// How the writer grouped this process's writes so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.writer.stats()
     }
 
     /// Copies the WAL into the database file, and keeps the WAL from growing without bound.
@@ -287,12 +294,12 @@ impl Database {
     /// checkpoint holds writers back (through the busy handler) just long enough to copy the rest
     /// and make the next write start the WAL over.
     pub async fn checkpoint(&self) -> Result<Checkpoint, StorageError> {
-        let (_, wal_pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        let (_, wal_pages, _): (i64, i64, i64) = sqlx::query_as(sql::CHECKPOINT_PASSIVE)
             .fetch_one(&self.reader)
             .await?;
         let restarted = wal_pages > WAL_RESTART_PAGES;
         if restarted {
-            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            sqlx::query(sql::CHECKPOINT_RESTART)
                 .execute(&self.reader)
                 .await?;
         }
@@ -302,7 +309,7 @@ impl Database {
         })
     }
 
-    /// Closes both pools, waiting for statements in flight.
+    /// Finishes the queued writes and closes the writer and the readers.
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
@@ -327,17 +334,28 @@ where
     }
 }
 
+/// Gives the connection the chosen busy handler (see [`busy`]).
+async fn install_busy_handler(
+    connection: &mut SqliteConnection,
+    handler: BusyHandler,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    match handler {
+        BusyHandler::Backoff => busy::install(connection, timeout).await,
+        BusyHandler::Sqlite => Ok(()),
+    }
+}
+
 /// Runs `script.sql` inside `BEGIN IMMEDIATE`, so instances starting together take turns.
-async fn apply_schema(writer: &SqlitePool) -> Result<(), StorageError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+async fn apply_schema(connection: &mut SqliteConnection) -> Result<(), StorageError> {
+    use sqlx::Connection as _;
+    let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
     Ok(tx.commit().await?)
 }
 
 async fn load_clients(reader: &SqlitePool) -> Result<HashMap<ClientId, Client>, StorageError> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, limite FROM clientes")
-        .fetch_all(reader)
-        .await?;
+    let rows: Vec<(i64, i64)> = sqlx::query_as(sql::CLIENTS).fetch_all(reader).await?;
     Ok(rows
         .into_iter()
         .map(|(id, limit)| {

@@ -18,7 +18,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let client = find_client(&db, &id)?;
     let transaction = NewTransaction::from_json(&body.map_err(ApiError::from_body_error)?)?;
-    match db.record(client, &transaction).await? {
+    match db.record(client, transaction).await? {
         Recorded::Applied(applied) => Ok(HttpResponse::Ok().json(applied)),
         Recorded::Refused(reason) => Err(reason.into()),
     }

@@ -44,6 +44,8 @@ impl Xorshift {
 pub struct TestApp {
     pub address: String,
     pub http: Client,
+    /// The SQLite file the server writes.
+    pub db_path: PathBuf,
     _dir: TempDir,
 }
 
@@ -64,6 +66,7 @@ pub async fn spawn_app() -> TestApp {
     TestApp {
         address,
         http: http_client(),
+        db_path,
         _dir: dir,
     }
 }

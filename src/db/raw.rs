@@ -1,0 +1,192 @@
+//! The few SQLite C calls the writer thread makes, behind a small safe interface.
+//!
+//! The writer owns one connection that sqlx opened (pragmas, busy handler and schema all applied
+//! the sqlx way) and then runs its statements on that connection's raw handle, on its own thread:
+//! sqlx would send every statement to the connection's worker thread and wake the caller back,
+//! two thread hand-offs per statement, which is most of the cost of a write (see README,
+//! "Write path"). Only what the writer needs is here: prepared statements that live as long as
+//! the connection, `i64`/text parameters, one optional `i64` result, and plain `exec`.
+
+use std::ffi::{CStr, CString, c_int};
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use libsqlite3_sys as ffi;
+
+/// A failed SQLite call: its extended result code and SQLite's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SQLite error {code}: {message}")]
+pub struct SqliteFailure {
+    pub code: c_int,
+    pub message: String,
+}
+
+impl SqliteFailure {
+    /// Whether the lock was held by another connection for longer than the busy handler waits.
+    pub fn is_busy(&self) -> bool {
+        self.code & 0xff == ffi::SQLITE_BUSY
+    }
+
+    fn from_code(code: c_int) -> Self {
+        // SAFETY: sqlite3_errstr returns a pointer to a static, NUL-terminated English string.
+        let message = unsafe { CStr::from_ptr(ffi::sqlite3_errstr(code)) };
+        Self {
+            code,
+            message: message.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// A database connection borrowed for `'h` from its owner (a locked sqlx handle), used from one
+/// thread at a time.
+#[derive(Debug)]
+pub struct Connection<'h> {
+    handle: NonNull<ffi::sqlite3>,
+    _owner: PhantomData<&'h mut ffi::sqlite3>,
+}
+
+impl<'h> Connection<'h> {
+    /// Wraps an open connection's handle.
+    ///
+    /// # Safety
+    /// `handle` must be an open connection that nothing else uses and nobody closes during `'h`
+    /// (sqlx's `LockedSqliteHandle` guarantees both while it is held).
+    pub unsafe fn new(handle: NonNull<ffi::sqlite3>) -> Self {
+        Self {
+            handle,
+            _owner: PhantomData,
+        }
+    }
+
+    /// Runs one or more statements that return no rows.
+    pub fn exec(&self, sql: &CStr) -> Result<(), SqliteFailure> {
+        // SAFETY: the handle is open (see `new`); no callback, so no context pointer is used.
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                self.handle.as_ptr(),
+                sql.as_ptr(),
+                None,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        self.check(rc)
+    }
+
+    /// Whether a transaction is open (`BEGIN` ran without a `COMMIT` or `ROLLBACK` yet).
+    pub fn in_transaction(&self) -> bool {
+        // SAFETY: the handle is open.
+        unsafe { ffi::sqlite3_get_autocommit(self.handle.as_ptr()) == 0 }
+    }
+
+    /// Compiles one statement, to be run many times.
+    pub fn prepare(&self, sql: &str) -> Result<Statement<'_>, SqliteFailure> {
+        let sql = CString::new(sql).map_err(|_| SqliteFailure {
+            code: ffi::SQLITE_MISUSE,
+            message: "SQL text with a NUL byte".into(),
+        })?;
+        let mut stmt = ptr::null_mut();
+        // SAFETY: the handle is open, `sql` is NUL-terminated (length -1), `stmt` is written.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                self.handle.as_ptr(),
+                sql.as_ptr(),
+                -1,
+                ffi::SQLITE_PREPARE_PERSISTENT,
+                &mut stmt,
+                ptr::null_mut(),
+            )
+        };
+        self.check(rc)?;
+        let stmt = NonNull::new(stmt).ok_or_else(|| SqliteFailure {
+            code: ffi::SQLITE_MISUSE,
+            message: "no statement in the SQL text".into(),
+        })?;
+        Ok(Statement {
+            stmt,
+            connection: self,
+        })
+    }
+
+    fn check(&self, rc: c_int) -> Result<(), SqliteFailure> {
+        if rc == ffi::SQLITE_OK {
+            return Ok(());
+        }
+        // SAFETY: the handle is open; the message stays valid until the next call on it, and
+        // is copied at once.
+        let (code, message) = unsafe {
+            (
+                ffi::sqlite3_extended_errcode(self.handle.as_ptr()),
+                CStr::from_ptr(ffi::sqlite3_errmsg(self.handle.as_ptr())),
+            )
+        };
+        Err(SqliteFailure {
+            code: if code == ffi::SQLITE_OK { rc } else { code },
+            message: message.to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// A prepared statement; finalized when dropped, before its connection can be.
+#[derive(Debug)]
+pub struct Statement<'c> {
+    stmt: NonNull<ffi::sqlite3_stmt>,
+    connection: &'c Connection<'c>,
+}
+
+impl Statement<'_> {
+    /// Binds an integer to parameter `?index` (from 1).
+    pub fn bind_i64(&mut self, index: c_int, value: i64) -> Result<(), SqliteFailure> {
+        // SAFETY: the statement is alive.
+        let rc = unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), index, value) };
+        self.connection.check(rc)
+    }
+
+    /// Binds a text to parameter `?index` (from 1); SQLite keeps its own copy.
+    pub fn bind_text(&mut self, index: c_int, value: &str) -> Result<(), SqliteFailure> {
+        let length = c_int::try_from(value.len())
+            .map_err(|_| SqliteFailure::from_code(ffi::SQLITE_TOOBIG))?;
+        // SAFETY: the statement is alive; `value` is valid for `length` bytes and, because of
+        // SQLITE_TRANSIENT, SQLite copies it before returning.
+        let rc = unsafe {
+            ffi::sqlite3_bind_text(
+                self.stmt.as_ptr(),
+                index,
+                value.as_ptr().cast(),
+                length,
+                ffi::SQLITE_TRANSIENT(),
+            )
+        };
+        self.connection.check(rc)
+    }
+
+    /// Runs the statement to its end and returns the first column of its first row, if it gave
+    /// one; then resets it for the next run (keeping the bindings until they are replaced).
+    pub fn run_returning_i64(&mut self) -> Result<Option<i64>, SqliteFailure> {
+        let mut first = None;
+        let outcome = loop {
+            // SAFETY: the statement is alive and owned by this thread.
+            match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
+                ffi::SQLITE_ROW => {
+                    if first.is_none() {
+                        // SAFETY: a row is current, and column 0 exists in every statement
+                        // this is used with (checked by the tests).
+                        first = Some(unsafe { ffi::sqlite3_column_int64(self.stmt.as_ptr(), 0) });
+                    }
+                }
+                ffi::SQLITE_DONE => break Ok(first),
+                rc => break self.connection.check(rc).map(|()| first),
+            }
+        };
+        // SAFETY: the statement is alive. Its return code repeats the step's error, already taken.
+        unsafe { ffi::sqlite3_reset(self.stmt.as_ptr()) };
+        outcome
+    }
+}
+
+impl Drop for Statement<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the statement is alive and never used again.
+        unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+    }
+}
