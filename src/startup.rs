@@ -6,6 +6,9 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -24,6 +27,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// A built, listening, not yet running server.
 pub struct Application {
     port: u16,
+    socket: Option<PathBuf>,
     server: Server,
     db: Database,
     checkpoint_interval: Duration,
@@ -48,7 +52,7 @@ pub enum StartupError {
 }
 
 impl Application {
-    /// Opens the database (applying `script.sql`) and binds the listener.
+    /// Opens the database (applying `script.sql`) and binds the listeners.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let db = Database::connect(&config).await?;
         let address = format!("{}:{}", config.host, config.port);
@@ -58,9 +62,18 @@ impl Application {
         };
         let listener = TcpListener::bind(&address).map_err(listen_error)?;
         let port = listener.local_addr().map_err(listen_error)?.port();
-        let server = serve(listener, db.clone(), config.workers).map_err(listen_error)?;
+        let unix_listener = match &config.socket {
+            Some(path) => Some(bind_unix(path).map_err(|source| StartupError::Listen {
+                address: path.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        let server =
+            serve(listener, unix_listener, db.clone(), config.workers).map_err(listen_error)?;
         Ok(Self {
             port,
+            socket: config.socket,
             server,
             db,
             checkpoint_interval: config.checkpoint_interval,
@@ -85,12 +98,38 @@ impl Application {
             task.abort();
         }
         self.db.close().await;
+        if let Some(path) = &self.socket {
+            std::fs::remove_file(path).ok();
+        }
         served
     }
 }
 
-/// Starts the Actix server on `listener` with `workers` threads.
-pub fn serve(listener: TcpListener, db: Database, workers: usize) -> io::Result<Server> {
+/// Listens on a Unix socket at `path`, replacing the socket file a killed instance left behind
+/// (but not one a live process answers on, nor anything that is not a socket), and lets any local
+/// user connect: nginx's workers run as another user than the API.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket()) {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads.
+pub fn serve(
+    listener: TcpListener,
+    unix_listener: Option<UnixListener>,
+    db: Database,
+    workers: usize,
+) -> io::Result<Server> {
     let db = web::Data::new(db);
     let server = HttpServer::new(move || {
         App::new()
@@ -113,9 +152,12 @@ pub fn serve(listener: TcpListener, db: Database, workers: usize) -> io::Result<
     .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
     .backlog(4096)
     .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .listen(listener)?;
+    let server = match unix_listener {
+        Some(unix_listener) => server.listen_uds(unix_listener)?,
+        None => server,
+    };
+    Ok(server.run())
 }
 
 /// A path served by one route; other methods on it get a JSON 405.
@@ -131,8 +173,9 @@ async fn checkpoint_periodically(db: Database, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
+        let started = std::time::Instant::now();
         match db.checkpoint().await {
-            Ok(checkpoint) => tracing::debug!(?checkpoint, "checkpoint"),
+            Ok(checkpoint) => tracing::debug!(?checkpoint, took = ?started.elapsed(), "checkpoint"),
             Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
         }
     }

@@ -5,7 +5,7 @@
 //! sqlx would send every statement to the connection's worker thread and wake the caller back,
 //! two thread hand-offs per statement, which is most of the cost of a write (see README,
 //! "Write path"). Only what the writer needs is here: prepared statements that live as long as
-//! the connection, `i64`/text parameters, one optional `i64` result, and plain `exec`.
+//! the connection, `i64`/text parameters, one optional `i64` result, and and plain runs.
 
 use std::ffi::{CStr, CString, c_int};
 use std::marker::PhantomData;
@@ -56,21 +56,6 @@ impl<'h> Connection<'h> {
             handle,
             _owner: PhantomData,
         }
-    }
-
-    /// Runs one or more statements that return no rows.
-    pub fn exec(&self, sql: &CStr) -> Result<(), SqliteFailure> {
-        // SAFETY: the handle is open (see `new`); no callback, so no context pointer is used.
-        let rc = unsafe {
-            ffi::sqlite3_exec(
-                self.handle.as_ptr(),
-                sql.as_ptr(),
-                None,
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        };
-        self.check(rc)
     }
 
     /// Whether a transaction is open (`BEGIN` ran without a `COMMIT` or `ROLLBACK` yet).
@@ -158,6 +143,11 @@ impl Statement<'_> {
             )
         };
         self.connection.check(rc)
+    }
+
+    /// Runs the statement to its end, ignoring any rows; then resets it.
+    pub fn run(&mut self) -> Result<(), SqliteFailure> {
+        self.run_returning_i64().map(drop)
     }
 
     /// Runs the statement to its end and returns the first column of its first row, if it gave

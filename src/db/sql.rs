@@ -3,6 +3,16 @@
 /// The schema and the five clients; applied by every instance at start.
 pub const SCHEMA: &str = include_str!("../../script.sql");
 
+/// The writer's transaction around each batch: `IMMEDIATE` takes the write lock at once, so a
+/// batch never fails half-way for want of it.
+pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+pub const COMMIT: &str = "COMMIT";
+pub const ROLLBACK: &str = "ROLLBACK";
+
+/// Back to SQLite's default sync level on the write connection before it closes (see
+/// `Database::connect` for why it runs with `synchronous=OFF` until then).
+pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
+
 /// Records a transaction if the balance allows it, in one statement: the limit check, the new
 /// row and (through the trigger in `script.sql`) the balance update. Returns the new balance, or
 /// no row when the transaction is refused.

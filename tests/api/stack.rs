@@ -29,6 +29,8 @@ struct Stack {
     dir: TempDir,
     port: u16,
     api_ports: [u16; 2],
+    /// How nginx reaches the instances: `unix` or `tcp` (`STACK_UPSTREAM`).
+    upstream: &'static str,
     address: String,
     http: Client,
 }
@@ -43,13 +45,20 @@ impl Api for Stack {
 }
 
 impl Stack {
-    /// `scripts/stack up` on free ports; panics with the script's output if it fails.
+    /// `scripts/stack up` on free ports, nginx reaching the instances over Unix sockets (the
+    /// default); panics with the script's output if it fails.
     fn up() -> Self {
+        Self::up_with("unix")
+    }
+
+    /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
+    fn up_with(upstream: &'static str) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port,
             api_ports: [free_port(), free_port()],
+            upstream,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -75,6 +84,7 @@ impl Stack {
             )
             .env("STACK_BIN", env!("CARGO_BIN_EXE_rinha-api"))
             .env("STACK_TIMEOUT", "20")
+            .env("STACK_UPSTREAM", self.upstream)
             .env("API_WORKERS", "2")
             .env("RUST_LOG", "warn")
             .output()
@@ -428,7 +438,9 @@ fn upstream_sockets(ports: &[u16]) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_reuses_its_connections_to_the_instances() {
-    let stack = Stack::up();
+    // Over TCP, where /proc/net/tcp shows each connection and its TIME_WAIT; upstream keep-alive
+    // is the same nginx.conf directive whatever the transport.
+    let stack = Stack::up_with("tcp");
     let (_, time_wait_before) = upstream_sockets(&stack.api_ports);
 
     // The official load test's clients open a new connection per request; nginx should still
