@@ -1,14 +1,14 @@
-# syntax=docker/dockerfile:1
-#
-# The `rinha-api` image, used by both API services of docker-compose.yml.
+# The `rinha-api` image, used by both API services of docker-compose.yml (built once, by api01).
 #
 # Three decisions shape it:
 # - Dependencies build in their own layer, from the manifests and stub sources only, so a change
 #   to src/ rebuilds just this crate (the fat-LTO link stays: it is the release profile).
 # - The runtime is distroless (glibc, libgcc, CA certificates, a `nonroot` user; no shell, no
 #   package manager): the binary is all that runs, so the image is little more than the binary.
-# - Compose's health check needs an HTTP probe and distroless has none, so a static busybox is
-#   copied in for its `wget` (about 1 MB); nothing else in the image uses it.
+# - It builds with Docker Engine 20.10's own Dockerfile frontend (classic builder or BuildKit):
+#   no `# syntax=` line, which would pull a frontend image from a registry at every build, and
+#   no feature newer than that. Offline, the build needs only the two base images below (and
+#   crates.io, for the dependencies).
 #
 # The SQLite file lives on a named volume at /shared. A fresh named volume takes the ownership of
 # the image directory it is mounted on, so /shared is created here owned by the non-root user.
@@ -41,14 +41,9 @@ RUN cargo build --release --locked -p rinha-api \
     && mkdir -p /out/shared \
     && cp target/release/rinha-api /out/
 
-# ---- health probe --------------------------------------------------------------------------------
-# The official busybox images are a single static binary.
-FROM busybox:1.37-musl AS probe
-
 # ---- runtime -------------------------------------------------------------------------------------
 # Same Debian release as the build stage, so the glibc the binary was linked against is there.
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=probe /bin/busybox /usr/local/bin/busybox
 COPY --from=build /out/rinha-api /usr/local/bin/rinha-api
 # 65532 is distroless's `nonroot` user.
 COPY --from=build --chown=65532:65532 /out/shared /shared
