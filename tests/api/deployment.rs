@@ -391,14 +391,16 @@ fn nginx_conf_keeps_upstream_connections_alive_and_never_replays_a_post() {
     );
 }
 
-/// Runs `scripts/stack` with a temporary STACK_DIR and fresh ports.
-fn derive_stack_config(dir: &Path) -> (std::process::Output, [u16; 3]) {
+/// Runs `scripts/stack config` with a temporary STACK_DIR, fresh ports and
+/// `STACK_UPSTREAM=upstream`.
+fn derive_stack_config(dir: &Path, upstream: &str) -> (std::process::Output, [u16; 3]) {
     let ports = [free_port(), free_port(), free_port()];
     let output = Command::new(Path::new(ROOT).join("scripts/stack"))
         .arg("config")
         .env("STACK_DIR", dir)
         .env("STACK_PORT", ports[0].to_string())
         .env("STACK_API_PORTS", format!("{} {}", ports[1], ports[2]))
+        .env("STACK_UPSTREAM", upstream)
         .output()
         .expect("scripts/stack runs");
     (output, ports)
@@ -406,9 +408,15 @@ fn derive_stack_config(dir: &Path) -> (std::process::Output, [u16; 3]) {
 
 #[test]
 fn the_config_scripts_stack_derives_from_nginx_conf_passes_nginx_t() {
+    for upstream in ["tcp", "unix"] {
+        check_derived_config(upstream);
+    }
+}
+
+fn check_derived_config(upstream: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
 
-    let (output, [port, api01, api02]) = derive_stack_config(dir.path());
+    let (output, [port, api01, api02]) = derive_stack_config(dir.path(), upstream);
 
     assert!(
         output.status.success(),
@@ -428,10 +436,13 @@ fn the_config_scripts_stack_derives_from_nginx_conf_passes_nginx_t() {
         .iter()
         .map(|args| args[0].clone())
         .collect();
-    assert_eq!(
-        servers,
+    let expected = if upstream == "tcp" {
         [format!("127.0.0.1:{api01}"), format!("127.0.0.1:{api02}")]
-    );
+    } else {
+        let socket = |name: &str| format!("unix:{}/{name}.sock", dir.path().display());
+        [socket("api01"), socket("api02")]
+    };
+    assert_eq!(servers, expected, "STACK_UPSTREAM={upstream}");
     // Everything else is the top-level file's: the rewrite only relocates.
     let original = Nginx::parse(&read("nginx.conf"));
     for (context, name) in [
