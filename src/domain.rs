@@ -1,6 +1,6 @@
 //! The ledger's vocabulary: validated values that can only exist if they obey the contract.
 //!
-//! A [`NewTransaction`] is built only from a body that passed every rule in SPEC.md, so storage
+//! A [`NewTransaction`] is built only from a body that passed every rule in docs/CONTRACT.md, so storage
 //! and handlers never re-check anything. The body is read as JSON whatever its `Content-Type`
 //! (curl's `-d` sends a form type), and each rule failure names the field and what was wrong.
 //!

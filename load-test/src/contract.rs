@@ -1,4 +1,4 @@
-//! The fixed facts of the contract under test (shared/SPEC.md): which clients exist and their limits.
+//! The fixed facts of the contract under test (docs/CONTRACT.md): which clients exist and their limits.
 //!
 //! They are hard-coded rather than learned from the server on purpose: a tester that believed
 //! whatever limit the server reported could not catch a server that reports the wrong one.

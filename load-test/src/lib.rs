@@ -1,4 +1,4 @@
-//! A load tester for the Rinha de Backend 2024 Q1 API contract (shared/SPEC.md), built on rlt.
+//! A load tester for the Rinha de Backend 2024 Q1 API contract (docs/CONTRACT.md), built on rlt.
 //!
 //! It sends the official 22:11:1 mix of debits, credits and statements, checks every answer
 //! against the contract, audits the final balances against what the server accepted, and exits

@@ -2,8 +2,8 @@
 //!
 //! It has two parts, as the Gatling simulation had. First a validation phase against a fresh
 //! state: concurrent debits and credits on client 1 with exact balance checks, the per-client
-//! statement/transaction sequence, the five invalid bodies and the 404 (shared/SPEC.md, "The
-//! official load test", steps 1–3). Then the load: an open model ramping from 1 to 340
+//! statement/transaction sequence, the five invalid bodies and the 404 (docs/CONTRACT.md, "The
+//! official test"). Then the load: an open model ramping from 1 to 340
 //! requests/s over 2 minutes and holding 340 for 2 more, in the 22:11:1 mix. A time scale
 //! shortens both load stretches proportionally for quick runs; the validation phase is made of
 //! single requests and is never scaled. Each check of the validation phase is counted, and every
