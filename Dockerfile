@@ -42,7 +42,7 @@ COPY script.sql ./
 COPY src src
 RUN cargo build --release --locked -p rinha-api \
     && strip target/release/rinha-api \
-    && mkdir -p /out/shared \
+    && mkdir -p /out/shared /out/sockets \
     && cp target/release/rinha-api /out/
 
 # ---- runtime -------------------------------------------------------------------------------------
@@ -51,6 +51,9 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/rinha-api /usr/local/bin/rinha-api
 # 65532 is distroless's `nonroot` user.
 COPY --from=build --chown=65532:65532 /out/shared /shared
+# Where each instance puts the Unix socket nginx connects to (a volume shared with nginx, which
+# takes this directory's owner when Compose creates it).
+COPY --from=build --chown=65532:65532 /out/sockets /run/rinha
 USER 65532:65532
 ENV API_HOST=0.0.0.0 \
     API_PORT=8080 \

@@ -138,16 +138,29 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
         "the built image is named, so api02 can run it"
     );
     assert_eq!(api01["image"], api02["image"], "same image");
-    assert_eq!(environment(api01), environment(api02), "same settings");
+    // Same settings, but for the socket each listens on.
+    let settings = |api| {
+        let mut settings = environment(api);
+        settings.remove("API_SOCKET");
+        settings
+    };
+    assert_eq!(settings(api01), settings(api02), "same settings");
+    assert_ne!(
+        environment(api01).get("API_SOCKET"),
+        environment(api02).get("API_SOCKET"),
+        "a socket each"
+    );
 
-    // One named volume, mounted in both instances, holding the file DATABASE_URL names.
+    // One named volume, mounted in both instances, holding the file DATABASE_URL names (the
+    // other one holds the sockets: see the_instances_listen_where_nginx_conf_sends_requests).
     let volumes: Vec<&str> = compose["volumes"]
         .as_mapping()
         .expect("top-level volumes")
         .keys()
         .filter_map(Value::as_str)
+        .filter(|name| *name != "rinha-sockets")
         .collect();
-    assert_eq!(volumes.len(), 1, "one named volume: {volumes:?}");
+    assert_eq!(volumes.len(), 1, "one named volume for data: {volumes:?}");
     for (name, api) in [("api01", api01), ("api02", api02)] {
         let mounts = strings(&api["volumes"]);
         let target = mounts
@@ -243,10 +256,21 @@ fn the_instances_listen_where_nginx_conf_sends_requests() {
         .map(|args| args[0].clone())
         .collect();
     for name in ["api01", "api02"] {
-        let port = &environment(service(&compose, name))["API_PORT"];
+        let api = service(&compose, name);
+        let socket = &environment(api)["API_SOCKET"];
         assert!(
-            servers.contains(&format!("{name}:{port}")),
-            "nginx.conf's upstream {servers:?} has no {name}:{port}"
+            servers.contains(&format!("unix:{socket}")),
+            "nginx.conf's upstream {servers:?} has no unix:{socket}"
+        );
+        // nginx and the instance share the socket's directory through one volume.
+        let directory = socket.rsplit_once('/').expect("an absolute path").0;
+        let mount = strings(&api["volumes"])
+            .into_iter()
+            .find(|volume| volume.ends_with(&format!(":{directory}")))
+            .unwrap_or_else(|| panic!("{name} mounts nothing at {directory}"));
+        assert!(
+            strings(&service(&compose, "nginx")["volumes"]).contains(&mount),
+            "nginx does not mount {mount}"
         );
     }
 }
