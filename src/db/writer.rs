@@ -87,6 +87,7 @@ pub enum WriteLock {
 /// Counters of the group commit, since the process started.
 #[derive(Debug, Default)]
 struct Counters {
+    submitted: AtomicU64,
     batches: AtomicU64,
     jobs: AtomicU64,
     largest: AtomicU64,
@@ -104,6 +105,8 @@ pub struct BatchStats {
     pub largest: u64,
     /// Batches that failed and were applied again one job at a time.
     pub retried: u64,
+    /// Jobs queued and not yet taken by the writer, at the moment of asking.
+    pub waiting: u64,
 }
 
 /// The handle through which handlers reach the writer thread; cheap to clone.
@@ -157,6 +160,7 @@ impl Writer {
     /// Queues `work` and waits for the commit that applies it.
     pub async fn submit(&self, work: Work) -> Result<Outcome, StorageError> {
         let (reply, answer) = oneshot::channel();
+        self.counters.submitted.fetch_add(1, Relaxed);
         self.queue
             .send(Message::Job(Job { work, reply }))
             .map_err(|_| StorageError::stopped())?;
@@ -173,6 +177,9 @@ impl Writer {
                 (Job { work, reply }, answer)
             })
             .unzip();
+        self.counters
+            .submitted
+            .fetch_add(jobs.len() as u64, Relaxed);
         let queued = self.queue.send(Message::Jobs(jobs)).is_ok();
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
@@ -199,6 +206,11 @@ impl Writer {
             jobs: self.counters.jobs.load(Relaxed),
             largest: self.counters.largest.load(Relaxed),
             retried: self.counters.retried.load(Relaxed),
+            waiting: self
+                .counters
+                .submitted
+                .load(Relaxed)
+                .saturating_sub(self.counters.jobs.load(Relaxed)),
         }
     }
 }

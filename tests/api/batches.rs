@@ -48,8 +48,30 @@ impl HeldLock {
     }
 }
 
-/// Sends `plug` first, then `requests` (client id, body) once the plug waits for the lock; commits
-/// the lock once they all wait behind it; returns the answers to `requests`, in order.
+/// The writer's counters, from `GET /stats`.
+async fn writer_stats(app: &TestApp) -> Value {
+    app.get("/stats").await.body["write_batches"].clone()
+}
+
+/// Polls `/stats` until `ready` holds of the writer's counters (10 s at most).
+async fn wait_for(app: &TestApp, what: &str, ready: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = writer_stats(app).await;
+        if ready(&stats) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {stats} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends `plug` first, then `requests` (client id, body) once the writer has taken the plug and
+/// waits for the lock; commits the lock once they all wait in the queue behind it; returns the
+/// answers to `requests`, in order.
 async fn batched(app: &TestApp, lock: HeldLock, requests: &[(i64, Value)]) -> Vec<Answer> {
     let plug = {
         let (address, http) = (app.address.clone(), app.http.clone());
@@ -61,14 +83,20 @@ async fn batched(app: &TestApp, lock: HeldLock, requests: &[(i64, Value)]) -> Ve
                 .map(|response| response.status())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(app, "the writer takes the plug", |stats| {
+        stats["batches"] == 1 && stats["waiting"] == 0
+    })
+    .await;
     let answers = join_all(
         requests
             .iter()
             .map(|(client, body)| app.transaction(*client, body)),
     );
     let release = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for(app, "every request queues", |stats| {
+            stats["waiting"] == requests.len()
+        })
+        .await;
         lock.release().await;
     };
     let (answers, ()) = tokio::join!(answers, release);
@@ -81,9 +109,10 @@ async fn batched(app: &TestApp, lock: HeldLock, requests: &[(i64, Value)]) -> Ve
 
 /// The size of the largest batch the server committed so far.
 async fn largest_batch(app: &TestApp) -> u64 {
-    let stats = app.get("/stats").await;
-    stats.body["write_batches"]["largest"]
-        .as_u64()
+    writer_stats(app)
+        .await
+        .get("largest")
+        .and_then(Value::as_u64)
         .expect("write_batches.largest")
 }
 
@@ -173,7 +202,7 @@ async fn a_statement_failing_inside_a_batch_fails_only_its_own_request() {
 
     assert_eq!(largest_batch(&app).await, requests.len() as u64);
     assert_eq!(
-        app.get("/stats").await.body["write_batches"]["retried"],
+        writer_stats(&app).await["retried"],
         1,
         "the failed batch was applied again one request at a time"
     );
