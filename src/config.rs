@@ -81,14 +81,13 @@ pub enum BusyHandler {
 }
 
 impl FromStr for BusyHandler {
-    type Err = &'static str;
+    type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "backoff" => Ok(Self::Backoff),
-            "sqlite" => Ok(Self::Sqlite),
-            _ => Err("expected backoff or sqlite"),
-        }
+        one_of(
+            value,
+            &[("backoff", Self::Backoff), ("sqlite", Self::Sqlite)],
+        )
     }
 }
 
@@ -102,14 +101,10 @@ pub enum WriteLockKind {
 }
 
 impl FromStr for WriteLockKind {
-    type Err = &'static str;
+    type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "sqlite" => Ok(Self::Sqlite),
-            "flock" => Ok(Self::Flock),
-            _ => Err("expected sqlite or flock"),
-        }
+        one_of(value, &[("sqlite", Self::Sqlite), ("flock", Self::Flock)])
     }
 }
 
@@ -121,15 +116,23 @@ pub enum WriteSync {
 }
 
 impl FromStr for WriteSync {
-    type Err = &'static str;
+    type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "off" => Ok(Self::Off),
-            "normal" => Ok(Self::Normal),
-            _ => Err("expected off or normal"),
-        }
+        one_of(value, &[("off", Self::Off), ("normal", Self::Normal)])
     }
+}
+
+/// The value named `value` among `choices`, or "expected a or b" naming them all.
+fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, choice)| *choice)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            format!("expected {}", names.join(" or "))
+        })
 }
 
 /// A setting that is present but unusable.

@@ -95,7 +95,7 @@ impl From<sqlx::Error> for StorageError {
             .as_database_error()
             .and_then(|db| db.code())
             .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| code & 0xff == libsqlite3_sys::SQLITE_BUSY);
+            .is_some_and(raw::is_busy_code);
         if sqlite_busy || matches!(err, sqlx::Error::PoolTimedOut) {
             Self::Busy(err.into())
         } else {

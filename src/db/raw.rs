@@ -4,8 +4,8 @@
 //! the sqlx way) and then runs its statements on that connection's raw handle, on its own thread:
 //! sqlx would send every statement to the connection's worker thread and wake the caller back,
 //! two thread hand-offs per statement, which is most of the cost of a write (see README,
-//! "Write path"). Only what the writer needs is here: prepared statements that live as long as
-//! the connection, `i64`/text parameters, one optional `i64` result, and and plain runs.
+//! "How it stays exact and fast"). Only what the writer needs is here: prepared statements that live as long as
+//! the connection, `i64`/text parameters, one optional `i64` result, and plain runs.
 
 use std::ffi::{CStr, CString, c_int};
 use std::marker::PhantomData;
@@ -21,10 +21,16 @@ pub struct SqliteFailure {
     pub message: String,
 }
 
+/// Whether a (possibly extended) SQLite result code says the lock was held by another
+/// connection for longer than the busy handler waits.
+pub fn is_busy_code(code: c_int) -> bool {
+    code & 0xff == ffi::SQLITE_BUSY
+}
+
 impl SqliteFailure {
-    /// Whether the lock was held by another connection for longer than the busy handler waits.
+    /// See [`is_busy_code`].
     pub fn is_busy(&self) -> bool {
-        self.code & 0xff == ffi::SQLITE_BUSY
+        is_busy_code(self.code)
     }
 
     fn from_code(code: c_int) -> Self {
