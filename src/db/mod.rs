@@ -394,10 +394,20 @@ async fn install_busy_handler(
     }
 }
 
-/// Runs `script.sql` inside `BEGIN IMMEDIATE`, so instances starting together take turns.
+/// Runs `script.sql` inside `BEGIN IMMEDIATE`, so instances starting together take turns; a file
+/// of the first schema is converted first, in the same transaction.
 async fn apply_schema(connection: &mut SqliteConnection) -> Result<(), StorageError> {
     use sqlx::Connection as _;
     let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+    let (indexed,): (bool,) = sqlx::query_as(sql::HAS_INDEXED_SCHEMA)
+        .fetch_one(&mut *tx)
+        .await?;
+    if indexed {
+        tracing::info!("converting the database to per-client transaction lists");
+        sqlx::raw_sql(sql::TO_CLIENT_LISTS)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
     Ok(tx.commit().await?)
 }

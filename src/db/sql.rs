@@ -3,6 +3,25 @@
 /// The schema and the five clients; applied by every instance at start.
 pub const SCHEMA: &str = include_str!("../../script.sql");
 
+/// Whether the file holds the first schema (before the per-client lists): `clientes` exists
+/// without `ultima_id`. Such a file is converted by [`TO_CLIENT_LISTS`] before [`SCHEMA`] runs.
+pub const HAS_INDEXED_SCHEMA: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'clientes')
+        AND NOT EXISTS (SELECT 1 FROM pragma_table_info('clientes') WHERE name = 'ultima_id')";
+
+/// Converts a file of the first schema, which found a client's latest transactions through the
+/// index `transacoes_por_cliente (cliente_id, id DESC)`: links every transaction to the one
+/// before it (through that index, while it is there), points each client at its newest, then
+/// drops the index and the old trigger ([`SCHEMA`] creates the new one).
+pub const TO_CLIENT_LISTS: &str = "ALTER TABLE clientes ADD COLUMN ultima_id INTEGER;
+     ALTER TABLE transacoes ADD COLUMN anterior_id INTEGER;
+     UPDATE transacoes SET anterior_id = (
+         SELECT max(p.id) FROM transacoes AS p
+         WHERE p.cliente_id = transacoes.cliente_id AND p.id < transacoes.id);
+     UPDATE clientes SET ultima_id = (SELECT max(id) FROM transacoes WHERE cliente_id = clientes.id);
+     DROP INDEX IF EXISTS transacoes_por_cliente;
+     DROP TRIGGER IF EXISTS transacoes_aplica_saldo;";
+
 /// The writer's transaction around each batch: `IMMEDIATE` takes the write lock at once, so a
 /// batch never fails half-way for want of it.
 pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -20,32 +39,34 @@ pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 /// `?1` client id, `?2` valor, `?3` tipo, `?4` descricao, `?5` signed amount (+credit, -debit),
 /// `?6` the largest balance allowed.
 pub const RECORD: &str =
-    "INSERT INTO transacoes (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em)
-     SELECT id, ?2, ?3, ?4, saldo + ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    "INSERT INTO transacoes (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em, anterior_id)
+     SELECT id, ?2, ?3, ?4, saldo + ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ultima_id
      FROM clientes
      WHERE id = ?1 AND saldo + ?5 BETWEEN -limite AND ?6
      RETURNING saldo_apos";
 
 /// With [`ZERO_BALANCES`], in one transaction: the reset.
 pub const DELETE_TRANSACTIONS: &str = "DELETE FROM transacoes";
-pub const ZERO_BALANCES: &str = "UPDATE clientes SET saldo = 0";
+pub const ZERO_BALANCES: &str = "UPDATE clientes SET saldo = 0, ultima_id = NULL";
 
 /// A client's statement in one snapshot: the read time, the balance and limit, and up to `?2`
-/// latest transactions (one row each, newest first; one row of NULLs when there is none).
+/// latest transactions (one row each, newest first; one row of NULLs when there is none),
+/// found by walking the client's list from `clientes.ultima_id` back through `anterior_id`:
+/// at most `?2` primary-key lookups.
 /// `data_extrato` comes from the clock that stamps `realizada_em`, so it is never earlier than a
 /// listed transaction.
-pub const STATEMENT: &str = "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), c.saldo, c.limite,
+pub const STATEMENT: &str = "WITH RECURSIVE ultimas (id, n) AS (
+         SELECT ultima_id, 1 FROM clientes WHERE id = ?1 AND ultima_id IS NOT NULL
+         UNION ALL
+         SELECT t.anterior_id, u.n + 1 FROM transacoes AS t JOIN ultimas AS u ON t.id = u.id
+         WHERE u.n < ?2 AND t.anterior_id IS NOT NULL
+     )
+     SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), c.saldo, c.limite,
             t.valor, t.tipo, t.descricao, t.realizada_em
      FROM clientes AS c
-     LEFT JOIN (
-         SELECT id, cliente_id, valor, tipo, descricao, realizada_em
-         FROM transacoes
-         WHERE cliente_id = ?1
-         ORDER BY id DESC
-         LIMIT ?2
-     ) AS t ON t.cliente_id = c.id
+     LEFT JOIN (ultimas AS u JOIN transacoes AS t ON t.id = u.id) ON 1
      WHERE c.id = ?1
-     ORDER BY t.id DESC";
+     ORDER BY u.n";
 
 /// Every client and its limit.
 pub const CLIENTS: &str = "SELECT id, limite FROM clientes";

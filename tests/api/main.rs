@@ -8,4 +8,5 @@ mod deployment;
 mod helpers;
 mod processes;
 mod rules;
+mod schema;
 mod stack;
