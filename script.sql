@@ -37,14 +37,10 @@ CREATE TABLE IF NOT EXISTS transacoes (
     anterior_id  INTEGER
 ) STRICT;
 
--- Recording a transaction is one INSERT (see src/db/sql.rs); this trigger applies it to the
--- balance, and makes it the head of the client's list, inside that same statement. One statement means the write lock is held only while
--- SQLite executes it, with no round trip to the application in between.
-CREATE TRIGGER IF NOT EXISTS transacoes_aplica_saldo
-AFTER INSERT ON transacoes
-BEGIN
-    UPDATE clientes SET saldo = NEW.saldo_apos, ultima_id = NEW.id WHERE id = NEW.cliente_id;
-END;
+-- Recording a transaction is done by the writer inside its batch (see src/db/writer.rs): it reads
+-- the account, checks the limit, appends the row and writes the account back once per batch. An
+-- earlier schema did the balance in this trigger, once per row; it is dropped here.
+DROP TRIGGER IF EXISTS transacoes_aplica_saldo;
 
 INSERT OR IGNORE INTO clientes (id, limite, saldo) VALUES
     (1, 100000, 0),

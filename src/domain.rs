@@ -177,6 +177,15 @@ fn invalid(message: &str) -> InvalidTransaction {
 #[error("{0}")]
 pub struct InvalidTransaction(pub String);
 
+/// The balance after moving `balance` by `signed` (see [`NewTransaction::signed_amount`]), if
+/// the rules allow it: no lower than `-limit` (landing exactly on it is allowed), no higher than
+/// [`MAX_BALANCE`].
+pub fn balance_after(balance: i64, limit: i64, signed: i64) -> Option<i64> {
+    balance
+        .checked_add(signed)
+        .filter(|after| (-limit..=MAX_BALANCE).contains(after))
+}
+
 /// Why a valid transaction was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -222,6 +231,16 @@ pub struct StatementEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_balance_may_land_on_the_limit_and_on_the_ceiling_but_not_past_them() {
+        assert_eq!(balance_after(0, 1000, -1000), Some(-1000));
+        assert_eq!(balance_after(0, 1000, -1001), None);
+        assert_eq!(balance_after(-1000, 1000, 1), Some(-999));
+        assert_eq!(balance_after(MAX_BALANCE - 1, 0, 1), Some(MAX_BALANCE));
+        assert_eq!(balance_after(MAX_BALANCE, 0, 1), None);
+        assert_eq!(balance_after(i64::MAX, 0, 1), None, "no overflow");
+    }
 
     #[test]
     fn a_valid_body_becomes_a_transaction() {

@@ -70,6 +70,12 @@ impl<'h> Connection<'h> {
         unsafe { ffi::sqlite3_get_autocommit(self.handle.as_ptr()) == 0 }
     }
 
+    /// The rowid of the row the last successful `INSERT` on this connection added.
+    pub fn last_insert_rowid(&self) -> i64 {
+        // SAFETY: the handle is open.
+        unsafe { ffi::sqlite3_last_insert_rowid(self.handle.as_ptr()) }
+    }
+
     /// Compiles one statement, to be run many times.
     pub fn prepare(&self, sql: &str) -> Result<Statement<'_>, SqliteFailure> {
         let sql = CString::new(sql).map_err(|_| SqliteFailure {
@@ -133,6 +139,13 @@ impl Statement<'_> {
         self.connection.check(rc)
     }
 
+    /// Binds NULL to parameter `?index` (from 1).
+    pub fn bind_null(&mut self, index: c_int) -> Result<(), SqliteFailure> {
+        // SAFETY: the statement is alive.
+        let rc = unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), index) };
+        self.connection.check(rc)
+    }
+
     /// Binds a text to parameter `?index` (from 1); SQLite keeps its own copy.
     pub fn bind_text(&mut self, index: c_int, value: &str) -> Result<(), SqliteFailure> {
         let length = c_int::try_from(value.len())
@@ -153,21 +166,27 @@ impl Statement<'_> {
 
     /// Runs the statement to its end, ignoring any rows; then resets it.
     pub fn run(&mut self) -> Result<(), SqliteFailure> {
-        self.run_returning_i64().map(drop)
+        self.first_row(|_| ()).map(drop)
     }
 
-    /// Runs the statement to its end and returns the first column of its first row, if it gave
+    /// Runs the statement to its end and returns what `read` took from its first row, if it gave
     /// one; then resets it for the next run (keeping the bindings until they are replaced).
-    pub fn run_returning_i64(&mut self) -> Result<Option<i64>, SqliteFailure> {
+    pub fn first_row<T>(
+        &mut self,
+        read: impl FnOnce(&Row<'_>) -> T,
+    ) -> Result<Option<T>, SqliteFailure> {
+        let mut read = Some(read);
         let mut first = None;
         let outcome = loop {
             // SAFETY: the statement is alive and owned by this thread.
             match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
                 ffi::SQLITE_ROW => {
-                    if first.is_none() {
-                        // SAFETY: a row is current, and column 0 exists in every statement
-                        // this is used with (checked by the tests).
-                        first = Some(unsafe { ffi::sqlite3_column_int64(self.stmt.as_ptr(), 0) });
+                    if let Some(read) = read.take() {
+                        first = Some(read(&Row {
+                            stmt: self.stmt,
+                            columns: self.columns(),
+                            _statement: PhantomData,
+                        }));
                     }
                 }
                 ffi::SQLITE_DONE => break Ok(first),
@@ -177,6 +196,35 @@ impl Statement<'_> {
         // SAFETY: the statement is alive. Its return code repeats the step's error, already taken.
         unsafe { ffi::sqlite3_reset(self.stmt.as_ptr()) };
         outcome
+    }
+
+    fn columns(&self) -> c_int {
+        // SAFETY: the statement is alive.
+        unsafe { ffi::sqlite3_column_count(self.stmt.as_ptr()) }
+    }
+}
+
+/// The current row of a statement being stepped.
+pub struct Row<'s> {
+    stmt: NonNull<ffi::sqlite3_stmt>,
+    columns: c_int,
+    _statement: PhantomData<&'s ()>,
+}
+
+impl Row<'_> {
+    /// Column `index` (from 0) as an integer, or `None` when it is NULL or not a column.
+    pub fn i64(&self, index: c_int) -> Option<i64> {
+        if !(0..self.columns).contains(&index) {
+            return None;
+        }
+        // SAFETY: a row is current (a `Row` exists only between a step that returned
+        // SQLITE_ROW and the next call on the statement) and `index` is one of its columns.
+        unsafe {
+            match ffi::sqlite3_column_type(self.stmt.as_ptr(), index) {
+                ffi::SQLITE_NULL => None,
+                _ => Some(ffi::sqlite3_column_int64(self.stmt.as_ptr(), index)),
+            }
+        }
     }
 }
 

@@ -32,18 +32,26 @@ pub const ROLLBACK: &str = "ROLLBACK";
 /// `Database::connect` for why it runs with `synchronous=OFF` until then).
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 
-/// Records a transaction if the balance allows it, in one statement: the limit check, the new
-/// row and (through the trigger in `script.sql`) the balance update. Returns the new balance, or
-/// no row when the transaction is refused.
+/// A client's account at the start of its first transaction in a batch: `saldo`, `limite`, and
+/// `ultima_id`, the head of its list of transactions (NULL when it has none). The writer holds
+/// the write lock from `BEGIN IMMEDIATE` on, so what it reads stays true until its `COMMIT`.
 ///
-/// `?1` client id, `?2` valor, `?3` tipo, `?4` descricao, `?5` signed amount (+credit, -debit),
-/// `?6` the largest balance allowed.
-pub const RECORD: &str =
-    "INSERT INTO transacoes (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em, anterior_id)
-     SELECT id, ?2, ?3, ?4, saldo + ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ultima_id
-     FROM clientes
-     WHERE id = ?1 AND saldo + ?5 BETWEEN -limite AND ?6
-     RETURNING saldo_apos";
+/// `?1` client id.
+pub const ACCOUNT: &str = "SELECT saldo, limite, ultima_id FROM clientes WHERE id = ?1";
+
+/// Appends an accepted transaction, linked to the client's previous one. The writer checks the
+/// limit and computes the balance (see `domain::balance_after`).
+///
+/// `?1` client id, `?2` valor, `?3` tipo, `?4` descricao, `?5` the balance after it, `?6` the
+/// batch's commit time (RFC 3339 UTC, milliseconds), `?7` the client's previous transaction.
+pub const INSERT_TRANSACTION: &str = "INSERT INTO transacoes
+     (cliente_id, valor, tipo, descricao, saldo_apos, realizada_em, anterior_id)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Writes a client's account back once per batch, after its last transaction in the batch.
+///
+/// `?1` client id, `?2` balance, `?3` newest transaction.
+pub const UPDATE_ACCOUNT: &str = "UPDATE clientes SET saldo = ?2, ultima_id = ?3 WHERE id = ?1";
 
 /// With [`ZERO_BALANCES`], in one transaction: the reset.
 pub const DELETE_TRANSACTIONS: &str = "DELETE FROM transacoes";

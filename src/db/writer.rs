@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use super::raw::{Connection, SqliteFailure, Statement};
 use super::{StorageError, sql};
-use crate::domain::{ClientId, MAX_BALANCE, NewTransaction};
+use crate::domain::{ClientId, NewTransaction, balance_after};
 
 /// What a job asks of the ledger.
 #[derive(Debug)]
@@ -264,10 +264,32 @@ struct Statements<'c> {
     begin: Statement<'c>,
     commit: Statement<'c>,
     rollback: Statement<'c>,
-    record: Statement<'c>,
+    account: Statement<'c>,
+    insert_transaction: Statement<'c>,
+    update_account: Statement<'c>,
     delete_transactions: Statement<'c>,
     zero_balances: Statement<'c>,
     sync_normal: Statement<'c>,
+}
+
+/// A client's account as the open transaction has it so far.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    client: ClientId,
+    balance: i64,
+    limit: i64,
+    /// The client's newest transaction, the head of its list.
+    newest: Option<i64>,
+    /// Whether the batch changed it, so it must be written back before `COMMIT`.
+    changed: bool,
+}
+
+/// What one open transaction has read and not yet written back: the accounts it touched (a
+/// handful: a linear search beats hashing) and its commit time.
+#[derive(Debug, Default)]
+struct Pending {
+    accounts: Vec<Account>,
+    committed_at: Option<String>,
 }
 
 impl<'c> Statements<'c> {
@@ -276,7 +298,9 @@ impl<'c> Statements<'c> {
             begin: connection.prepare(sql::BEGIN_WRITE)?,
             commit: connection.prepare(sql::COMMIT)?,
             rollback: connection.prepare(sql::ROLLBACK)?,
-            record: connection.prepare(sql::RECORD)?,
+            account: connection.prepare(sql::ACCOUNT)?,
+            insert_transaction: connection.prepare(sql::INSERT_TRANSACTION)?,
+            update_account: connection.prepare(sql::UPDATE_ACCOUNT)?,
             delete_transactions: connection.prepare(sql::DELETE_TRANSACTIONS)?,
             zero_balances: connection.prepare(sql::ZERO_BALANCES)?,
             sync_normal: connection.prepare(sql::SYNC_NORMAL)?,
@@ -284,30 +308,103 @@ impl<'c> Statements<'c> {
     }
 
     /// Does one job's work inside the open transaction.
-    fn apply(&mut self, work: &Work) -> Result<Outcome, SqliteFailure> {
+    fn apply(
+        &mut self,
+        connection: &Connection<'_>,
+        pending: &mut Pending,
+        work: &Work,
+    ) -> Result<Outcome, SqliteFailure> {
         match work {
             Work::Record {
                 client,
                 transaction,
             } => {
-                let record = &mut self.record;
-                record.bind_i64(1, client.0)?;
-                record.bind_i64(2, transaction.amount)?;
-                record.bind_text(3, transaction.kind.code())?;
-                record.bind_text(4, &transaction.description)?;
-                record.bind_i64(5, transaction.signed_amount())?;
-                record.bind_i64(6, MAX_BALANCE)?;
-                Ok(match record.run_returning_i64()? {
-                    Some(balance) => Outcome::Applied { balance },
-                    None => Outcome::Refused,
-                })
+                let index = self.account_index(pending, *client)?;
+                let account = pending.accounts[index];
+                let Some(balance) =
+                    balance_after(account.balance, account.limit, transaction.signed_amount())
+                else {
+                    return Ok(Outcome::Refused);
+                };
+                // One time for the whole batch: its transactions commit at the same instant,
+                // and it is taken under the write lock, so it never goes backwards across
+                // batches, whichever process commits them.
+                let committed_at = pending.committed_at.get_or_insert_with(|| {
+                    chrono::Utc::now()
+                        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                        .to_string()
+                });
+                let insert = &mut self.insert_transaction;
+                insert.bind_i64(1, client.0)?;
+                insert.bind_i64(2, transaction.amount)?;
+                insert.bind_text(3, transaction.kind.code())?;
+                insert.bind_text(4, &transaction.description)?;
+                insert.bind_i64(5, balance)?;
+                insert.bind_text(6, committed_at)?;
+                match account.newest {
+                    Some(previous) => insert.bind_i64(7, previous)?,
+                    None => insert.bind_null(7)?,
+                }
+                insert.run()?;
+                pending.accounts[index] = Account {
+                    balance,
+                    newest: Some(connection.last_insert_rowid()),
+                    changed: true,
+                    ..account
+                };
+                Ok(Outcome::Applied { balance })
             }
             Work::Reset => {
                 self.delete_transactions.run()?;
                 self.zero_balances.run()?;
+                pending.accounts.clear();
                 Ok(Outcome::Reset)
             }
         }
+    }
+
+    /// Where `client`'s account is in `pending`, reading it first if the batch has not yet.
+    fn account_index(
+        &mut self,
+        pending: &mut Pending,
+        client: ClientId,
+    ) -> Result<usize, SqliteFailure> {
+        if let Some(index) = pending.accounts.iter().position(|a| a.client == client) {
+            return Ok(index);
+        }
+        self.account.bind_i64(1, client.0)?;
+        let row = self
+            .account
+            .first_row(|row| (row.i64(0), row.i64(1), row.i64(2)))?;
+        let Some((Some(balance), Some(limit), newest)) = row else {
+            return Err(SqliteFailure {
+                code: libsqlite3_sys::SQLITE_NOTFOUND,
+                message: format!("client {} has no account row", client.0),
+            });
+        };
+        pending.accounts.push(Account {
+            client,
+            balance,
+            limit,
+            newest,
+            changed: false,
+        });
+        Ok(pending.accounts.len() - 1)
+    }
+
+    /// Writes back every account the batch changed.
+    fn write_back(&mut self, pending: &Pending) -> Result<(), SqliteFailure> {
+        for account in pending.accounts.iter().filter(|account| account.changed) {
+            let update = &mut self.update_account;
+            update.bind_i64(1, account.client.0)?;
+            update.bind_i64(2, account.balance)?;
+            match account.newest {
+                Some(newest) => update.bind_i64(3, newest)?,
+                None => update.bind_null(3)?,
+            }
+            update.run()?;
+        }
+        Ok(())
     }
 }
 
@@ -424,9 +521,15 @@ impl Batcher {
         let _turn = self.take_turn()?;
         statements.begin.run()?;
         let mut outcomes = Vec::with_capacity(works.len());
+        let mut pending = Pending::default();
         let applied = works
             .into_iter()
-            .try_for_each(|work| statements.apply(work).map(|outcome| outcomes.push(outcome)))
+            .try_for_each(|work| {
+                statements
+                    .apply(connection, &mut pending, work)
+                    .map(|outcome| outcomes.push(outcome))
+            })
+            .and_then(|()| statements.write_back(&pending))
             .and_then(|()| statements.commit.run());
         if let Err(failure) = applied {
             if connection.in_transaction()
