@@ -2,10 +2,11 @@
 //! lives in [`sql`].
 //!
 //! All writes of a process go to one *writer* thread ([`writer`]) that owns one connection and
-//! commits whatever is waiting in one transaction (group commit); each transaction is one
-//! conditional `INSERT ... SELECT ... RETURNING` ([`sql::RECORD`]), so there is no
-//! read-then-write race to get wrong. Across processes sharing the file, writers take turns on
-//! SQLite's lock, waiting through [`busy`] or, with `DB_WRITE_LOCK=flock`, on a `flock`.
+//! commits whatever is waiting in one transaction (group commit). It holds the write lock from
+//! `BEGIN IMMEDIATE` to `COMMIT`, so it can read an account, check the limit and write it back
+//! with no other process in between: there is no read-then-write race to get wrong. Across
+//! processes sharing the file, writers take turns on SQLite's lock, waiting through [`busy`]
+//! or, with `DB_WRITE_LOCK=flock`, on a `flock`.
 //! The *reader* pool serves statements, which in WAL mode never wait for writers.
 //!
 //! Reads go through sqlx (one hand-off to the connection's thread each); the writer runs its

@@ -5,9 +5,16 @@
 //! the first job (sleeping until there is one), then every job already waiting, up to
 //! `batch_max`, and applies them in order inside one `BEGIN IMMEDIATE ... COMMIT`: one lock
 //! acquisition, one commit and one wake-up of the thread for the whole group, where a statement
-//! per request paid each of them every time. Each transaction is still its own conditional
-//! `INSERT ... SELECT ... RETURNING` (see `sql::RECORD`), so balances chain inside the batch and
-//! a refused debit refuses only itself.
+//! per request paid each of them every time.
+//!
+//! Inside the transaction the writer holds SQLite's write lock, so no other process can change
+//! an account until its `COMMIT`: it reads each client's account the first time the batch
+//! touches it, checks every transaction against the balance as the batch has left it
+//! (`domain::balance_after`), appends each accepted one with a plain `INSERT`, and writes each
+//! changed account back once, just before `COMMIT`. Balances chain inside the batch, a refused
+//! debit refuses only itself. (Each transaction used to be one conditional `INSERT ... SELECT
+//! ... RETURNING` with a trigger updating the balance; RETURNING's temporary table and the
+//! trigger cost more than the reads they saved, see BENCHMARKS.md.)
 //!
 //! The rules that keep the ledger exact:
 //! - an answer is sent only after the `COMMIT` that contains it returned OK;
