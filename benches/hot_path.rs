@@ -60,7 +60,7 @@ fn batches(c: &mut Criterion) {
         ..Config::default()
     };
     let db = runtime
-        .block_on(Database::connect(&config))
+        .block_on(Database::connect(&config, Default::default()))
         .expect("database");
     let client = db.client(ClientId(4)).expect("client 4");
     let mut group = c.benchmark_group("batch");

@@ -176,13 +176,11 @@ async fn requests_through_nginx_reach_both_instances() {
 
     let mut answered_by = HashMap::<u32, usize>::new();
     for _ in 0..20 {
-        let stats = stack.get("/stats").await;
-        assert_eq!(stats.status, StatusCode::OK);
-        let pid = u32::try_from(stats.body["pid"].as_u64().expect("pid")).expect("a pid");
+        let pid = stack.metrics().await.value("rinha_process_id", &[]) as u32;
         *answered_by.entry(pid).or_default() += 1;
     }
 
-    eprintln!("20 sequential GET /stats through nginx, answers per pid: {answered_by:?}");
+    eprintln!("20 sequential GET /metrics through nginx, answers per pid: {answered_by:?}");
     assert_eq!(
         answered_by.keys().copied().collect::<HashSet<_>>(),
         instances,
