@@ -1,5 +1,6 @@
 //! Micro-benchmarks of what every request pays: reading and validating a body, encoding an
-//! answer, and committing a batch of N transactions to a real SQLite file (the group commit).
+//! answer, recording its metrics, and committing a batch of N transactions to a real SQLite file
+//! (the group commit).
 //!
 //!   cargo bench --bench hot_path                 # all of them
 //!   cargo bench --bench hot_path -- batch        # only the batches
@@ -10,12 +11,16 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use actix_web::HttpResponse;
+use actix_web::dev::ServiceResponse;
+use actix_web::test::TestRequest;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rinha_api::config::Config;
 use rinha_api::db::Database;
 use rinha_api::domain::{
     Applied, ClientId, Kind, NewTransaction, Statement, StatementBalance, StatementEntry,
 };
+use rinha_api::metrics::Metrics;
 
 const BODY: &[u8] = br#"{"valor": 1234, "tipo": "d", "descricao": "abcdefghij"}"#;
 
@@ -52,6 +57,20 @@ fn encode_answers(c: &mut Criterion) {
     });
 }
 
+/// What the metrics middleware adds to one request: in-flight up and down, the route lookup, the
+/// duration histogram and the requests counter; and a transaction's outcome counter.
+fn record_metrics(c: &mut Criterion) {
+    let metrics = Metrics::new(&["/clientes/{id}/transacoes", "/clientes/{id}/extrato"]);
+    let answer: Result<ServiceResponse, actix_web::Error> =
+        Ok(TestRequest::default().to_srv_response(HttpResponse::Ok().finish()));
+    c.bench_function("record_request_metrics", |b| {
+        b.iter(|| metrics.start_request().finish(black_box(&answer)))
+    });
+    c.bench_function("record_transaction_outcome", |b| {
+        b.iter(|| metrics.transaction(black_box(Kind::Debit), black_box(true)))
+    });
+}
+
 fn batches(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -60,7 +79,7 @@ fn batches(c: &mut Criterion) {
         ..Config::default()
     };
     let db = runtime
-        .block_on(Database::connect(&config))
+        .block_on(Database::connect(&config, Default::default()))
         .expect("database");
     let client = db.client(ClientId(4)).expect("client 4");
     let mut group = c.benchmark_group("batch");
@@ -96,6 +115,6 @@ fn batches(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = parse_and_validate, encode_answers, batches
+    targets = parse_and_validate, encode_answers, record_metrics, batches
 }
 criterion_main!(benches);

@@ -124,7 +124,7 @@ impl FromStr for WriteSync {
 }
 
 /// The value named `value` among `choices`, or "expected a or b" naming them all.
-fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+pub(crate) fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
     choices
         .iter()
         .find(|(name, _)| *name == value)
@@ -139,9 +139,9 @@ fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {name}={value:?}: {reason}")]
 pub struct ConfigError {
-    name: &'static str,
-    value: String,
-    reason: String,
+    pub(crate) name: &'static str,
+    pub(crate) value: String,
+    pub(crate) reason: String,
 }
 
 impl Config {

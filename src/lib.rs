@@ -7,12 +7,14 @@
 //! - [`domain`] — validated request and answer types.
 //! - [`db`] — storage; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
+//! - [`metrics`] — what each instance measures, exposed on `GET /metrics` (Prometheus).
 //! - [`telemetry`] — logging.
 
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

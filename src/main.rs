@@ -10,7 +10,10 @@ use rinha_api::telemetry;
 // checkpoint task and waits, so one thread is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    telemetry::init();
+    if let Err(err) = telemetry::init() {
+        tracing::error!("configuration: {err}");
+        return ExitCode::FAILURE;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {

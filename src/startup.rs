@@ -1,4 +1,5 @@
-//! Builds the application: storage, listener, routes and the background checkpoint task.
+//! Builds the application: metrics, storage, listener, routes and the background tasks
+//! (checkpoints, metrics upkeep).
 //!
 //! [`Application::build`] binds the listener before anything runs, so a caller that asked for
 //! port 0 (the tests) learns the real port from [`Application::port`] and the production binary
@@ -11,18 +12,32 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, Resource, Route, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::error::MAX_BODY_BYTES;
-use crate::routes::{fallback, health, reset, statement, stats, transactions};
+use crate::metrics::Metrics;
+use crate::routes::{fallback, health, metrics, reset, statement, transactions};
 
 /// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
 /// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// Every route, by pattern; each is also its resource's name, which is how the metrics
+/// middleware learns the matched pattern (`HttpRequest::match_name`, no allocation).
+const TRANSACTIONS: &str = "/clientes/{id}/transacoes";
+const STATEMENT: &str = "/clientes/{id}/extrato";
+const RESET: &str = "/reset";
+const HEALTH: &str = "/health";
+const METRICS: &str = "/metrics";
+const ROUTES: [&str; 5] = [TRANSACTIONS, STATEMENT, RESET, HEALTH, METRICS];
+
+/// How often the metrics' histograms are drained into their buckets when nobody scrapes (each
+/// sample is held until then: at 10,000 requests a second, 5 s hold under a megabyte).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// A built, listening, not yet running server.
 pub struct Application {
@@ -30,6 +45,7 @@ pub struct Application {
     socket: Option<PathBuf>,
     server: Server,
     db: Database,
+    metrics: Metrics,
     checkpoint_interval: Duration,
 }
 
@@ -54,7 +70,8 @@ pub enum StartupError {
 impl Application {
     /// Opens the database (applying `script.sql`) and binds the listeners.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let db = Database::connect(&config).await?;
+        let metrics = Metrics::new(&ROUTES);
+        let db = Database::connect(&config, metrics.storage()).await?;
         let address = format!("{}:{}", config.host, config.port);
         let listen_error = |source| StartupError::Listen {
             address: address.clone(),
@@ -69,13 +86,20 @@ impl Application {
             })?),
             None => None,
         };
-        let server =
-            serve(listener, unix_listener, db.clone(), config.workers).map_err(listen_error)?;
+        let server = serve(
+            listener,
+            unix_listener,
+            db.clone(),
+            metrics.clone(),
+            config.workers,
+        )
+        .map_err(listen_error)?;
         Ok(Self {
             port,
             socket: config.socket,
             server,
             db,
+            metrics,
             checkpoint_interval: config.checkpoint_interval,
         })
     }
@@ -90,13 +114,16 @@ impl Application {
         let checkpoints = (!self.checkpoint_interval.is_zero()).then(|| {
             tokio::spawn(checkpoint_periodically(
                 self.db.clone(),
+                self.metrics.clone(),
                 self.checkpoint_interval,
             ))
         });
+        let upkeep = tokio::spawn(metrics_upkeep(self.metrics.clone()));
         let served = self.server.await;
         if let Some(task) = checkpoints {
             task.abort();
         }
+        upkeep.abort();
         self.db.close().await;
         if let Some(path) = &self.socket {
             std::fs::remove_file(path).ok();
@@ -128,24 +155,32 @@ pub fn serve(
     listener: TcpListener,
     unix_listener: Option<UnixListener>,
     db: Database,
+    metrics: Metrics,
     workers: usize,
 ) -> io::Result<Server> {
     let db = web::Data::new(db);
+    let metrics = web::Data::new(metrics);
     let server = HttpServer::new(move || {
+        let timing = metrics.clone();
         App::new()
             .app_data(db.clone())
+            .app_data(metrics.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .service(resource(
-                "/clientes/{id}/transacoes",
-                web::post().to(transactions::create),
-            ))
-            .service(resource(
-                "/clientes/{id}/extrato",
-                web::get().to(statement::show),
-            ))
-            .service(resource("/reset", web::post().to(reset::reset)))
-            .service(resource("/health", web::get().to(health::check)))
-            .service(resource("/stats", web::get().to(stats::show)))
+            // Outermost, so it sees every request, routed or not, and the status it got.
+            .wrap_fn(move |request, service| {
+                let timer = timing.start_request();
+                let answer = service.call(request);
+                async move {
+                    let answer = answer.await;
+                    timer.finish(&answer);
+                    answer
+                }
+            })
+            .service(resource(TRANSACTIONS, web::post().to(transactions::create)))
+            .service(resource(STATEMENT, web::get().to(statement::show)))
+            .service(resource(RESET, web::post().to(reset::reset)))
+            .service(resource(HEALTH, web::get().to(health::check)))
+            .service(resource(METRICS, web::get().to(metrics::show)))
             .default_service(web::to(fallback::not_found))
     })
     .workers(workers)
@@ -160,23 +195,39 @@ pub fn serve(
     Ok(server.run())
 }
 
-/// A path served by one route; other methods on it get a JSON 405.
+/// A path served by one route, named by its pattern (for the metrics); other methods on it get
+/// a JSON 405.
 fn resource(path: &str, route: Route) -> Resource {
     web::resource(path)
+        .name(path)
         .route(route)
         .default_service(web::to(fallback::method_not_allowed))
 }
 
 /// Copies the WAL into the database file every `interval`, off the request path.
-async fn checkpoint_periodically(db: Database, interval: Duration) {
+async fn checkpoint_periodically(db: Database, metrics: Metrics, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
         let started = std::time::Instant::now();
-        match db.checkpoint().await {
-            Ok(checkpoint) => tracing::debug!(?checkpoint, took = ?started.elapsed(), "checkpoint"),
+        let result = db.checkpoint().await;
+        let took = started.elapsed();
+        match &result {
+            Ok(checkpoint) => tracing::debug!(?checkpoint, ?took, "checkpoint"),
             Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
         }
+        metrics.checkpoint(took, result.map_err(drop));
+    }
+}
+
+/// Drains the metrics' histograms every [`METRICS_UPKEEP`], so their pending samples stay
+/// bounded whether or not anything scrapes `/metrics`.
+async fn metrics_upkeep(metrics: Metrics) {
+    let mut ticks = tokio::time::interval(METRICS_UPKEEP);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        metrics.upkeep();
     }
 }

@@ -20,6 +20,7 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,23 @@ pub struct Database {
     /// Clients and their limits, read once at start: no route creates or changes a client, so
     /// an unknown id is answered without touching SQLite and the limit needs no query.
     clients: Arc<HashMap<ClientId, Client>>,
+    /// The WAL file beside the database, whose size `GET /metrics` reports.
+    wal_path: Arc<PathBuf>,
+}
+
+/// Where storage records what only it sees (for `GET /metrics`); `Default` records nothing.
+#[derive(Debug, Clone)]
+pub struct StorageMetrics {
+    /// Receives the number of jobs in each batch the writer commits.
+    pub batch_sizes: metrics::Histogram,
+}
+
+impl Default for StorageMetrics {
+    fn default() -> Self {
+        Self {
+            batch_sizes: metrics::Histogram::noop(),
+        }
+    }
 }
 
 /// How long the WAL may grow (in pages, 1 KiB each) before a checkpoint makes it start over.
@@ -133,7 +151,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 impl Database {
     /// Opens the write connection (applying `script.sql`) and the reader pool, starts the writer
     /// thread and loads the clients.
-    pub async fn connect(config: &Config) -> Result<Self, StorageError> {
+    pub async fn connect(config: &Config, metrics: StorageMetrics) -> Result<Self, StorageError> {
         let (busy_timeout, busy_handler) = (config.busy_timeout, config.busy_handler);
         let mut options = SqliteConnectOptions::from_str(&config.database_url)?
             .create_if_missing(true)
@@ -217,12 +235,21 @@ impl Database {
                 WriteLock::Flock(file)
             }
         };
-        let writer = Writer::start(write_connection, config.write_batch_max, lock).await?;
+        let writer = Writer::start(
+            write_connection,
+            config.write_batch_max,
+            lock,
+            metrics.batch_sizes,
+        )
+        .await?;
         let clients = load_clients(&reader).await?;
+        let mut wal_path = options.get_filename().as_os_str().to_owned();
+        wal_path.push("-wal");
         Ok(Self {
             writer,
             reader,
             clients: Arc::new(clients),
+            wal_path: Arc::new(wal_path.into()),
         })
     }
 
@@ -322,6 +349,11 @@ impl Database {
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query(sql::PING).execute(&self.reader).await?;
         Ok(())
+    }
+
+    /// The WAL file (`<database>-wal`); absent while no connection has the database open.
+    pub fn wal_path(&self) -> &Path {
+        &self.wal_path
     }
 
     /// How the writer grouped this process's writes so far.

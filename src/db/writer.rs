@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 
+use metrics::Histogram;
 use serde::Serialize;
 use sqlx::{Connection as _, SqliteConnection};
 use tokio::sync::oneshot;
@@ -138,6 +139,7 @@ impl Writer {
         connection: SqliteConnection,
         batch_max: usize,
         lock: WriteLock,
+        batch_sizes: Histogram,
     ) -> Result<Self, StorageError> {
         let (queue, jobs) = mpsc::channel();
         let (ready, started) = oneshot::channel();
@@ -153,6 +155,7 @@ impl Writer {
                         batch_max: batch_max.max(1),
                         lock,
                         counters: thread_counters,
+                        batch_sizes,
                     },
                     ready,
                 );
@@ -421,6 +424,8 @@ struct Batcher {
     batch_max: usize,
     lock: WriteLock,
     counters: Arc<Counters>,
+    /// Metrics: the size of every batch committed (`GET /metrics`).
+    batch_sizes: Histogram,
 }
 
 impl Batcher {
@@ -492,6 +497,7 @@ impl Batcher {
         self.counters.batches.fetch_add(1, Relaxed);
         self.counters.jobs.fetch_add(size, Relaxed);
         self.counters.largest.fetch_max(size, Relaxed);
+        self.batch_sizes.record(size as f64);
         match self.transaction(connection, statements, batch.iter().map(|job| &job.work)) {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {

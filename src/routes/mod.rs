@@ -3,9 +3,9 @@
 
 pub mod fallback;
 pub mod health;
+pub mod metrics;
 pub mod reset;
 pub mod statement;
-pub mod stats;
 pub mod transactions;
 
 use crate::db::Database;

@@ -4,7 +4,7 @@
 //! To make a batch happen on purpose, the test holds SQLite's write lock from its own connection
 //! to the server's file: the first request sent takes the writer thread into a wait for the lock,
 //! the requests sent next queue behind it, and when the test commits they are committed together.
-//! `GET /stats` then shows the batch's size. The failures are real SQLite failures, caused by a
+//! `GET /metrics` then shows the batch's size. The failures are real SQLite failures, caused by a
 //! trigger or a deferred foreign key the test adds to the schema while it holds the lock.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};
 
@@ -48,12 +48,19 @@ impl HeldLock {
     }
 }
 
-/// The writer's counters, from `GET /stats`.
+/// The writer's counters, from `GET /metrics`.
 async fn writer_stats(app: &TestApp) -> Value {
-    app.get("/stats").await.body["write_batches"].clone()
+    let metrics = app.metrics().await;
+    let value = |name| metrics.value(name, &[]) as u64;
+    json!({
+        "batches": value("rinha_write_batch_size_count"),
+        "largest": value("rinha_write_batch_largest"),
+        "retried": value("rinha_write_batches_retried_total"),
+        "waiting": value("rinha_write_queue_jobs"),
+    })
 }
 
-/// Polls `/stats` until `ready` holds of the writer's counters (10 s at most).
+/// Polls `/metrics` until `ready` holds of the writer's counters (10 s at most).
 async fn wait_for(app: &TestApp, what: &str, ready: impl Fn(&Value) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -113,7 +120,7 @@ async fn largest_batch(app: &TestApp) -> u64 {
         .await
         .get("largest")
         .and_then(Value::as_u64)
-        .expect("write_batches.largest")
+        .expect("rinha_write_batch_largest")
 }
 
 #[tokio::test]

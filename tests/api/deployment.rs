@@ -118,7 +118,22 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
         .keys()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(services, BTreeSet::from(["api01", "api02", "nginx"]));
+    assert_eq!(
+        services,
+        BTreeSet::from(["api01", "api02", "nginx", "nginx-exporter", "prometheus"])
+    );
+    // The challenge's stack is what a plain `docker compose up` starts; Prometheus and nginx's
+    // exporter only come with `--profile observability`, outside the budget.
+    let observability: BTreeSet<&str> = services
+        .iter()
+        .copied()
+        .filter(|name| strings(&service(&compose, name)["profiles"]) == ["observability"])
+        .collect();
+    assert_eq!(
+        observability,
+        BTreeSet::from(["nginx-exporter", "prometheus"])
+    );
+    let services: BTreeSet<&str> = services.difference(&observability).copied().collect();
 
     // Both instances run one image, built from this repository once: by api01 only. (Two
     // `build:` sections build it twice, in parallel. Compose does not pull an image that another
@@ -373,7 +388,24 @@ fn nginx_conf_keeps_upstream_connections_alive_and_never_replays_a_post() {
     );
     assert_eq!(conf.one(&["http"], "access_log"), ["off"]);
     assert_eq!(conf.one(&["http"], "gzip"), ["off"]);
-    assert_eq!(conf.one(&["http", "server"], "listen")[0], "9999");
+    let listens: Vec<String> = conf
+        .find(&["http", "server"], "listen")
+        .iter()
+        .map(|args| args[0].clone())
+        .collect();
+    assert_eq!(
+        listens,
+        ["9999", "8080"],
+        "the public port, then stub_status's"
+    );
+    assert_eq!(
+        conf.find(
+            &["http", "server", "location = /stub_status"],
+            "stub_status"
+        )
+        .len(),
+        1
+    );
 
     // Balancing and failover: both instances, each taken out after failing.
     assert_eq!(conf.one(&upstream, "least_conn"), Vec::<String>::new());
@@ -452,9 +484,18 @@ fn check_derived_config(upstream: &str) {
     let conf = Nginx::parse(
         &std::fs::read_to_string(dir.path().join("nginx.conf")).expect("the derived config"),
     );
+    let listens: Vec<String> = conf
+        .find(&["http", "server"], "listen")
+        .iter()
+        .map(|args| args[0].clone())
+        .collect();
     assert_eq!(
-        conf.one(&["http", "server"], "listen")[0],
-        format!("127.0.0.1:{port}")
+        listens,
+        [
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{}", port + 3)
+        ],
+        "the public port and stub_status's (STACK_PORT+3), on loopback only"
     );
     let servers: Vec<String> = conf
         .find(&["http", "upstream"], "server")

@@ -191,6 +191,25 @@ pub trait Api {
         Answer::read(response).await
     }
 
+    /// `GET path`, its status and body as text.
+    async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .client()
+            .get(format!("{}{path}", self.base()))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        (status, response.text().await.expect("a text body"))
+    }
+
+    /// `GET /metrics`, parsed.
+    async fn metrics(&self) -> Samples {
+        let (status, text) = self.get_text("/metrics").await;
+        assert_eq!(status, StatusCode::OK, "GET /metrics: {text}");
+        Samples::parse(&text)
+    }
+
     async fn request(&self, method: reqwest::Method, path: &str) -> Answer {
         let response = self
             .client()
@@ -383,4 +402,67 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("free port")
         .port()
+}
+
+/// The samples of a Prometheus text exposition: `name{label="value",...} value` lines. Only
+/// what the tests read; `promtool check metrics` is the validity check (tests/api/metrics.rs).
+#[derive(Debug, Clone)]
+pub struct Samples(pub Vec<Sample>);
+
+/// One sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+impl Samples {
+    pub fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a sample line");
+                let value: f64 = value.parse().expect("a sample value");
+                let (name, labels) = match series.split_once('{') {
+                    None => (series.to_owned(), Vec::new()),
+                    Some((name, rest)) => {
+                        let labels = rest
+                            .trim_end_matches('}')
+                            .split("\",")
+                            .filter(|pair| !pair.is_empty())
+                            .map(|pair| {
+                                let (key, value) = pair.split_once("=\"").expect("label=\"value\"");
+                                (key.to_owned(), value.trim_end_matches('"').to_owned())
+                            })
+                            .collect();
+                        (name.to_owned(), labels)
+                    }
+                };
+                (name, labels, value)
+            })
+            .collect();
+        Self(samples)
+    }
+
+    /// The value of the one series `name` with exactly these labels (in any order); 0 when
+    /// there is none (a counter not yet registered has not moved).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut matching = self.0.iter().filter(|(n, l, _)| {
+            n == name
+                && l.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(key, value)| l.iter().any(|(k, v)| k == key && v == value))
+        });
+        let value = matching.next().map_or(0.0, |(_, _, value)| *value);
+        assert!(matching.next().is_none(), "two series {name}{labels:?}");
+        value
+    }
+
+    /// Every value of label `label` among the series named `name`.
+    pub fn label_values(&self, name: &str, label: &str) -> std::collections::BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .flat_map(|(_, labels, _)| labels.iter().filter(|(k, _)| k == label))
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
 }

@@ -6,6 +6,7 @@ mod batches;
 mod contract;
 mod deployment;
 mod helpers;
+mod metrics;
 mod processes;
 mod rules;
 mod schema;

@@ -142,10 +142,12 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
             assert_eq!(statement.descriptions(), expected_latest, "client {client}");
             latest.insert(client, expected_latest);
         }
-        let stats = instance.get("/stats").await;
+        let metrics = instance.metrics().await;
         eprintln!(
-            "{} lock waits: {}",
-            instance.address, stats.body["lock_waits"]
+            "{} lock waits: {} ({} s)",
+            instance.address,
+            metrics.value("rinha_lock_waits_total", &[]),
+            metrics.value("rinha_lock_wait_seconds", &[]),
         );
     }
 }

@@ -31,6 +31,10 @@ struct Stack {
     api_ports: [u16; 2],
     /// How nginx reaches the instances: `unix` or `tcp` (`STACK_UPSTREAM`).
     upstream: &'static str,
+    /// nginx's stub_status port (`STACK_STATUS_PORT`).
+    status_port: u16,
+    /// Prometheus's port when it runs with the stack (`STACK_OBSERVABILITY=1`).
+    prometheus_port: Option<u16>,
     address: String,
     http: Client,
 }
@@ -53,12 +57,24 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     fn up_with(upstream: &'static str) -> Self {
+        Self::start(upstream, None)
+    }
+
+    /// The stack with Prometheus (and nginx's exporter) scraping it every second
+    /// (`STACK_OBSERVABILITY=1`).
+    fn up_observed() -> Self {
+        Self::start("unix", Some(free_port()))
+    }
+
+    fn start(upstream: &'static str, prometheus_port: Option<u16>) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port,
             api_ports: [free_port(), free_port()],
             upstream,
+            status_port: free_port(),
+            prometheus_port,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -74,8 +90,17 @@ impl Stack {
 
     /// Runs `scripts/stack <command>` against this stack.
     fn run(&self, command: &str) -> Output {
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack"))
+        let mut script = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack"));
+        if let Some(prometheus) = self.prometheus_port {
+            script
+                .env("STACK_OBSERVABILITY", "1")
+                .env("STACK_PROMETHEUS_PORT", prometheus.to_string())
+                .env("STACK_NGINX_EXPORTER_PORT", free_port().to_string())
+                .env("STACK_SCRAPE_INTERVAL", "1s");
+        }
+        script
             .arg(command)
+            .env("STACK_STATUS_PORT", self.status_port.to_string())
             .env("STACK_DIR", self.dir.path())
             .env("STACK_PORT", self.port.to_string())
             .env(
@@ -176,17 +201,122 @@ async fn requests_through_nginx_reach_both_instances() {
 
     let mut answered_by = HashMap::<u32, usize>::new();
     for _ in 0..20 {
-        let stats = stack.get("/stats").await;
-        assert_eq!(stats.status, StatusCode::OK);
-        let pid = u32::try_from(stats.body["pid"].as_u64().expect("pid")).expect("a pid");
+        let pid = stack.metrics().await.value("rinha_process_id", &[]) as u32;
         *answered_by.entry(pid).or_default() += 1;
     }
 
-    eprintln!("20 sequential GET /stats through nginx, answers per pid: {answered_by:?}");
+    eprintln!("20 sequential GET /metrics through nginx, answers per pid: {answered_by:?}");
     assert_eq!(
         answered_by.keys().copied().collect::<HashSet<_>>(),
         instances,
         "every answer comes from one of the two instances, and both answer"
+    );
+}
+
+#[tokio::test]
+async fn nginx_stub_status_answers_on_its_own_port_and_not_on_the_public_one() {
+    let stack = Stack::up();
+    stack.statement(1).await;
+    let status = stack
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/stub_status",
+            stack.status_port
+        ))
+        .send()
+        .await
+        .expect("stub_status answers");
+    assert_eq!(status.status(), StatusCode::OK);
+    let text = status.text().await.expect("text");
+    assert!(
+        text.starts_with("Active connections:") && text.contains("server accepts handled requests"),
+        "{text}"
+    );
+    let public = stack.get("/stub_status").await;
+    assert_eq!(public.status, StatusCode::NOT_FOUND, "the API's own 404");
+}
+
+#[tokio::test]
+async fn prometheus_started_with_the_stack_scrapes_both_instances_and_nginx() {
+    let installed = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if !installed("prometheus") || !installed("prometheus-nginx-exporter") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prometheus and prometheus-nginx-exporter must be installed (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED: apt-get install prometheus prometheus-nginx-exporter");
+        return;
+    }
+    let stack = Stack::up_observed();
+    let prometheus = format!(
+        "http://127.0.0.1:{}",
+        stack.prometheus_port.expect("observed")
+    );
+    // Bare metric names only: nothing to escape in the URL.
+    let query = |promql: &'static str| {
+        let (http, prometheus) = (stack.http.clone(), prometheus.clone());
+        async move {
+            let answer: serde_json::Value = http
+                .get(format!("{prometheus}/api/v1/query?query={promql}"))
+                .send()
+                .await
+                .expect("Prometheus answers")
+                .json()
+                .await
+                .expect("JSON");
+            assert_eq!(answer["status"], "success", "{answer}");
+            // (target label, value) per series.
+            answer["data"]["result"]
+                .as_array()
+                .expect("a vector")
+                .iter()
+                .map(|series| {
+                    let metric = &series["metric"];
+                    let target = metric["instance_name"]
+                        .as_str()
+                        .or(metric["job"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    (
+                        target,
+                        series["value"][1].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect::<BTreeMap<String, String>>()
+        }
+    };
+    let want_up: BTreeMap<String, String> = ["api01", "api02", "nginx"]
+        .map(|target| (target.to_owned(), "1".to_owned()))
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut up = query("up").await;
+    while up != want_up && Instant::now() < deadline {
+        stack.statement(1).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        up = query("up").await;
+    }
+    assert_eq!(up, want_up, "every target scraped and up");
+    // Each instance's own series, scraped from that instance (not through nginx).
+    let pids = query("rinha_process_id").await;
+    for name in ["api01", "api02"] {
+        assert_eq!(
+            pids.get(name),
+            Some(&stack.pid(name).to_string()),
+            "{name}: {pids:?}"
+        );
+    }
+    // nginx's counters, through the exporter.
+    let nginx = query("nginx_http_requests_total").await;
+    assert!(
+        nginx
+            .get("nginx")
+            .is_some_and(|value| value.parse::<f64>().is_ok_and(|n| n > 0.0)),
+        "{nginx:?}"
     );
 }
 
