@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use validator::Validate;
 
 /// The largest `valor` accepted, in cents.
@@ -39,7 +40,7 @@ pub struct Client {
 }
 
 /// Credit (`"c"`) or debit (`"d"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub enum Kind {
     #[serde(rename = "c")]
     Credit,
@@ -187,35 +188,37 @@ pub enum Refused {
 }
 
 /// The answer to an accepted transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Applied {
     pub limite: i64,
     pub saldo: i64,
 }
 
 /// A client's statement: balance and the last [`STATEMENT_LENGTH`] transactions, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Statement {
     pub saldo: StatementBalance,
     pub ultimas_transacoes: Vec<StatementEntry>,
 }
 
 /// The balance part of a statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatementBalance {
     pub total: i64,
     /// When the statement was read, RFC 3339 UTC (millisecond precision).
+    #[schema(format = DateTime)]
     pub data_extrato: String,
     pub limite: i64,
 }
 
 /// One listed transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatementEntry {
     pub valor: i64,
     pub tipo: Kind,
     pub descricao: String,
     /// When it was committed, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub realizada_em: String,
 }
 

@@ -4,6 +4,7 @@
 //! - [`config`] — every setting, from the environment.
 //! - [`startup`] — binds the listener and wires the routes; what `main` and the tests both start.
 //! - [`routes`] — thin HTTP handlers.
+//! - [`openapi`] — the OpenAPI document, and the route table built from it.
 //! - [`domain`] — validated request and answer types.
 //! - [`db`] — storage; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::{App, HttpServer, Resource, Route, web};
+use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::error::MAX_BODY_BYTES;
-use crate::routes::{fallback, health, reset, statement, stats, transactions};
+use crate::openapi::{self, Document};
+use crate::routes::fallback;
 
 /// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
 /// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
@@ -131,21 +132,13 @@ pub fn serve(
     workers: usize,
 ) -> io::Result<Server> {
     let db = web::Data::new(db);
+    let document = web::Data::new(Document::render());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(db.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .service(resource(
-                "/clientes/{id}/transacoes",
-                web::post().to(transactions::create),
-            ))
-            .service(resource(
-                "/clientes/{id}/extrato",
-                web::get().to(statement::show),
-            ))
-            .service(resource("/reset", web::post().to(reset::reset)))
-            .service(resource("/health", web::get().to(health::check)))
-            .service(resource("/stats", web::get().to(stats::show)))
+            .app_data(document.clone())
+            .configure(openapi::routes)
             .default_service(web::to(fallback::not_found))
     })
     .workers(workers)
@@ -158,13 +151,6 @@ pub fn serve(
         None => server,
     };
     Ok(server.run())
-}
-
-/// A path served by one route; other methods on it get a JSON 405.
-fn resource(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(fallback::method_not_allowed))
 }
 
 /// Copies the WAL into the database file every `interval`, off the request path.

@@ -6,6 +6,7 @@ mod batches;
 mod contract;
 mod deployment;
 mod helpers;
+mod openapi;
 mod processes;
 mod rules;
 mod stack;
