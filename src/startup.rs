@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::error::MAX_BODY_BYTES;
 use crate::openapi::{self, Document};
+use crate::overload::{self, Limiter, OverloadSettings};
 use crate::routes::fallback;
 
 /// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
@@ -70,8 +72,14 @@ impl Application {
             })?),
             None => None,
         };
-        let server =
-            serve(listener, unix_listener, db.clone(), config.workers).map_err(listen_error)?;
+        let server = serve(
+            listener,
+            unix_listener,
+            db.clone(),
+            config.workers,
+            config.overload,
+        )
+        .map_err(listen_error)?;
         Ok(Self {
             port,
             socket: config.socket,
@@ -124,14 +132,17 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads.
+/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads, shedding
+/// load past `overload`'s bounds when they are set.
 pub fn serve(
     listener: TcpListener,
     unix_listener: Option<UnixListener>,
     db: Database,
     workers: usize,
+    overload: OverloadSettings,
 ) -> io::Result<Server> {
     let db = web::Data::new(db);
+    let limiter = web::Data::new(Limiter::new(overload));
     let document = web::Data::new(Document::render());
     let server = HttpServer::new(move || {
         App::new()
@@ -140,6 +151,9 @@ pub fn serve(
             .app_data(document.clone())
             .configure(openapi::routes)
             .default_service(web::to(fallback::not_found))
+            // Off (the default): `Condition` passes every request straight to the app.
+            .app_data(limiter.clone())
+            .wrap(Condition::new(overload.enabled(), from_fn(overload::limit)))
     })
     .workers(workers)
     .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))

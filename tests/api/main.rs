@@ -7,6 +7,7 @@ mod contract;
 mod deployment;
 mod helpers;
 mod openapi;
+mod overload;
 mod processes;
 mod rules;
 mod stack;
