@@ -5,6 +5,7 @@
 mod batches;
 mod contract;
 mod deployment;
+mod fuzz_regressions;
 mod helpers;
 mod openapi;
 mod overload;
