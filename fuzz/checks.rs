@@ -2,6 +2,9 @@
 //! includes this file), so every input kept in `fuzz/regressions/` is replayed by the ordinary
 //! test suite: a crash the fuzzer finds becomes a test by saving the input there.
 
+// Each fuzz target uses one of these checks.
+#![allow(dead_code)]
+
 use actix_web::dev::{Path, ResourceDef, Url};
 use actix_web::http::Uri;
 use rinha_api::domain::{ClientId, Kind, MAX_AMOUNT, NewTransaction};

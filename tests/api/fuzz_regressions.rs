@@ -10,7 +10,10 @@ use std::path::Path;
 fn replay(target: &str, check: fn(&[u8])) -> usize {
     let mut replayed = 0;
     for dir in ["regressions", "corpus"] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(dir).join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz")
+            .join(dir)
+            .join(target);
         for entry in std::fs::read_dir(&dir).expect("the committed fuzz inputs") {
             let path = entry.expect("an entry").path();
             let input = std::fs::read(&path).expect("an input");
