@@ -70,6 +70,10 @@ def request(rng):
     method = rng.choice(METHODS)
     client = rng.choice(IDS)
     path = rng.choice(PATHS).replace("{id}", client)
+    if method == "POST" and path.split("?")[0].endswith("/reset"):
+        # A reset legitimately changes every balance, which the audit could not tell from a
+        # refused request that did; its other methods stay in the mix.
+        method = "PUT"
     data = body(rng) if method not in ("GET", "HEAD") or rng.random() < 0.05 else b""
     headers = [f"Host: {BASE.hostname}"]
     content_type = rng.choice(CONTENT_TYPES)
