@@ -150,6 +150,11 @@ fn kind(value: Option<&Value>) -> Result<Kind, InvalidTransaction> {
 fn description(value: Option<Value>) -> Result<String, InvalidTransaction> {
     match value {
         None | Some(Value::Null) => Err(invalid("descricao is required")),
+        // SQLite's length() stops at a NUL, so the table's CHECK would refuse such a description
+        // as a 500 after validation passed (found by schemathesis); refuse it here, as a 422.
+        Some(Value::String(text)) if text.contains('\0') => {
+            Err(invalid("descricao must not contain NUL (U+0000)"))
+        }
         Some(Value::String(text)) => Ok(text),
         Some(other) => Err(InvalidTransaction(format!(
             "descricao must be a string, got {}",
@@ -315,6 +320,10 @@ mod tests {
             (
                 r#"{"valor": 1, "tipo": "c", "descricao": 5}"#,
                 "must be a string",
+            ),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": "\u0000abc"}"#,
+                "must not contain NUL",
             ),
             (
                 r#"{"valor": 1, "tipo": "c", "descricao": "0123456789abcdefghijklmno"}"#,

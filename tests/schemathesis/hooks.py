@@ -87,6 +87,8 @@ def valid_transaction(raw):
         and 1 <= len(descricao) <= 10
         # A lone surrogate escape (\ud800) is not a Unicode scalar value; the server refuses it.
         and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in descricao)
+        # NUL is refused (SQLite's length() would stop at it).
+        and "\x00" not in descricao
     )
 
 
