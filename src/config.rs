@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::overload::OverloadSettings;
+
 /// The service's settings. `Config::default()` is what an empty environment gives.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +52,9 @@ pub struct Config {
     /// file, so that no request pays for a checkpoint. 0 leaves it to SQLite's own
     /// auto-checkpoint, which runs inside a committing write.
     pub checkpoint_interval: Duration,
+    /// `MAX_IN_FLIGHT`, `MAX_QUEUED`, `RETRY_AFTER_S`: load shedding, off by default (see
+    /// `overload`).
+    pub overload: OverloadSettings,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             busy_timeout: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(1000),
             write_sync: WriteSync::Off,
+            overload: OverloadSettings::default(),
         }
     }
 }
@@ -172,6 +178,7 @@ impl Config {
             checkpoint_interval: parse(&lookup, "DB_CHECKPOINT_INTERVAL_MS")?
                 .map_or(defaults.checkpoint_interval, Duration::from_millis),
             write_sync: parse(&lookup, "DB_WRITE_SYNC")?.unwrap_or(defaults.write_sync),
+            overload: overload_settings(&lookup)?,
         };
         config.check()?;
         Ok(config)
@@ -210,6 +217,19 @@ impl Config {
         crate::db::check_url(&self.database_url)
             .map_err(|reason| invalid("DATABASE_URL", self.database_url.clone(), &reason))
     }
+}
+
+/// The shedding bounds; `MAX_QUEUED` defaults to `MAX_IN_FLIGHT`.
+fn overload_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<OverloadSettings, ConfigError> {
+    let defaults = OverloadSettings::default();
+    let max_in_flight = parse(lookup, "MAX_IN_FLIGHT")?.unwrap_or(defaults.max_in_flight);
+    Ok(OverloadSettings {
+        max_in_flight,
+        max_queued: parse(lookup, "MAX_QUEUED")?.unwrap_or(max_in_flight),
+        retry_after_s: parse(lookup, "RETRY_AFTER_S")?.unwrap_or(defaults.retry_after_s),
+    })
 }
 
 /// Parses variable `name` if it is set.
@@ -270,6 +290,9 @@ mod tests {
             ("DB_BUSY_HANDLER", "sqlite"),
             ("DB_BUSY_TIMEOUT_MS", "250"),
             ("DB_CHECKPOINT_INTERVAL_MS", "0"),
+            ("MAX_IN_FLIGHT", "64"),
+            ("MAX_QUEUED", "128"),
+            ("RETRY_AFTER_S", "2"),
         ])
         .expect("valid settings");
         assert_eq!(config.host, "127.0.0.1");
@@ -287,6 +310,23 @@ mod tests {
         assert_eq!(config.busy_handler, BusyHandler::Sqlite);
         assert_eq!(config.busy_timeout, Duration::from_millis(250));
         assert_eq!(config.checkpoint_interval, Duration::ZERO);
+        assert_eq!(
+            config.overload,
+            OverloadSettings {
+                max_in_flight: 64,
+                max_queued: 128,
+                retry_after_s: 2
+            }
+        );
+        assert!(
+            !Config::default().overload.enabled(),
+            "shedding is off by default"
+        );
+        let queued = config_from(&[("MAX_IN_FLIGHT", "32")]).expect("valid");
+        assert_eq!(
+            queued.overload.max_queued, 32,
+            "MAX_QUEUED defaults to MAX_IN_FLIGHT"
+        );
     }
 
     #[test]
@@ -301,6 +341,7 @@ mod tests {
             ("DB_WRITE_SYNC", "full", "unknown sync level"),
             ("DB_BUSY_HANDLER", "spin", "unknown handler"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
+            ("MAX_IN_FLIGHT", "-1", "negative bound"),
             (
                 "DATABASE_URL",
                 "postgres://localhost/rinha",

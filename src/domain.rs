@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use validator::Validate;
 
 /// The largest `valor` accepted, in cents.
@@ -39,7 +40,7 @@ pub struct Client {
 }
 
 /// Credit (`"c"`) or debit (`"d"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub enum Kind {
     #[serde(rename = "c")]
     Credit,
@@ -149,6 +150,11 @@ fn kind(value: Option<&Value>) -> Result<Kind, InvalidTransaction> {
 fn description(value: Option<Value>) -> Result<String, InvalidTransaction> {
     match value {
         None | Some(Value::Null) => Err(invalid("descricao is required")),
+        // SQLite's length() stops at a NUL, so the table's CHECK would refuse such a description
+        // as a 500 after validation passed (found by schemathesis); refuse it here, as a 422.
+        Some(Value::String(text)) if text.contains('\0') => {
+            Err(invalid("descricao must not contain NUL (U+0000)"))
+        }
         Some(Value::String(text)) => Ok(text),
         Some(other) => Err(InvalidTransaction(format!(
             "descricao must be a string, got {}",
@@ -196,35 +202,37 @@ pub enum Refused {
 }
 
 /// The answer to an accepted transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Applied {
     pub limite: i64,
     pub saldo: i64,
 }
 
 /// A client's statement: balance and the last [`STATEMENT_LENGTH`] transactions, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Statement {
     pub saldo: StatementBalance,
     pub ultimas_transacoes: Vec<StatementEntry>,
 }
 
 /// The balance part of a statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatementBalance {
     pub total: i64,
     /// When the statement was read, RFC 3339 UTC (millisecond precision).
+    #[schema(format = DateTime)]
     pub data_extrato: String,
     pub limite: i64,
 }
 
 /// One listed transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatementEntry {
     pub valor: i64,
     pub tipo: Kind,
     pub descricao: String,
     /// When it was committed, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub realizada_em: String,
 }
 
@@ -331,6 +339,10 @@ mod tests {
             (
                 r#"{"valor": 1, "tipo": "c", "descricao": 5}"#,
                 "must be a string",
+            ),
+            (
+                r#"{"valor": 1, "tipo": "c", "descricao": "\u0000abc"}"#,
+                "must not contain NUL",
             ),
             (
                 r#"{"valor": 1, "tipo": "c", "descricao": "0123456789abcdefghijklmno"}"#,

@@ -4,6 +4,8 @@
 //! - [`config`] — every setting, from the environment.
 //! - [`startup`] — binds the listener and wires the routes; what `main` and the tests both start.
 //! - [`routes`] — thin HTTP handlers.
+//! - [`openapi`] — the OpenAPI document, and the route table built from it.
+//! - [`overload`] — optional load shedding (`MAX_IN_FLIGHT`).
 //! - [`domain`] — validated request and answer types.
 //! - [`db`] — storage; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
@@ -15,6 +17,8 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod overload;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

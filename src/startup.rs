@@ -14,26 +14,33 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, Service as _};
 use actix_web::http::KeepAlive;
-use actix_web::{App, HttpServer, Resource, Route, web};
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::error::MAX_BODY_BYTES;
 use crate::metrics::Metrics;
-use crate::routes::{fallback, health, metrics, reset, statement, transactions};
+use crate::openapi::{self, Document};
+use crate::overload::{self, Limiter, OverloadSettings};
+use crate::routes::fallback;
 
 /// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
 /// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 
-/// Every route, by pattern; each is also its resource's name, which is how the metrics
-/// middleware learns the matched pattern (`HttpRequest::match_name`, no allocation).
-const TRANSACTIONS: &str = "/clientes/{id}/transacoes";
-const STATEMENT: &str = "/clientes/{id}/extrato";
-const RESET: &str = "/reset";
-const HEALTH: &str = "/health";
-const METRICS: &str = "/metrics";
-const ROUTES: [&str; 5] = [TRANSACTIONS, STATEMENT, RESET, HEALTH, METRICS];
+/// Every route, by pattern, for the metrics' series; `openapi::routes` mounts them, each named
+/// by its pattern, which is how the metrics middleware learns the matched pattern
+/// (`HttpRequest::match_name`, no allocation). A unit test in `openapi` checks this list against
+/// the documented paths.
+pub const ROUTES: [&str; 6] = [
+    "/clientes/{id}/transacoes",
+    "/clientes/{id}/extrato",
+    "/reset",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+];
 
 /// How often the metrics' histograms are drained into their buckets when nobody scrapes (each
 /// sample is held until then: at 10,000 requests a second, 5 s hold under a megabyte).
@@ -92,6 +99,7 @@ impl Application {
             db.clone(),
             metrics.clone(),
             config.workers,
+            config.overload,
         )
         .map_err(listen_error)?;
         Ok(Self {
@@ -150,23 +158,34 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads.
+/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads, shedding
+/// load past `overload`'s bounds when they are set.
 pub fn serve(
     listener: TcpListener,
     unix_listener: Option<UnixListener>,
     db: Database,
     metrics: Metrics,
     workers: usize,
+    overload: OverloadSettings,
 ) -> io::Result<Server> {
     let db = web::Data::new(db);
     let metrics = web::Data::new(metrics);
+    let limiter = web::Data::new(Limiter::new(overload));
+    let document = web::Data::new(Document::render());
     let server = HttpServer::new(move || {
         let timing = metrics.clone();
         App::new()
             .app_data(db.clone())
             .app_data(metrics.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            // Outermost, so it sees every request, routed or not, and the status it got.
+            .app_data(document.clone())
+            .app_data(limiter.clone())
+            .configure(openapi::routes)
+            .default_service(web::to(fallback::not_found))
+            // Off (the default): `Condition` passes every request straight to the app.
+            .wrap(Condition::new(overload.enabled(), from_fn(overload::limit)))
+            // Registered last, so outermost: it sees every request, routed, shed or not, and the
+            // status it got.
             .wrap_fn(move |request, service| {
                 let timer = timing.start_request();
                 let answer = service.call(request);
@@ -176,12 +195,6 @@ pub fn serve(
                     answer
                 }
             })
-            .service(resource(TRANSACTIONS, web::post().to(transactions::create)))
-            .service(resource(STATEMENT, web::get().to(statement::show)))
-            .service(resource(RESET, web::post().to(reset::reset)))
-            .service(resource(HEALTH, web::get().to(health::check)))
-            .service(resource(METRICS, web::get().to(metrics::show)))
-            .default_service(web::to(fallback::not_found))
     })
     .workers(workers)
     .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
@@ -193,15 +206,6 @@ pub fn serve(
         None => server,
     };
     Ok(server.run())
-}
-
-/// A path served by one route, named by its pattern (for the metrics); other methods on it get
-/// a JSON 405.
-fn resource(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .name(path)
-        .route(route)
-        .default_service(web::to(fallback::method_not_allowed))
 }
 
 /// Copies the WAL into the database file every `interval`, off the request path.

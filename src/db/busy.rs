@@ -9,7 +9,7 @@
 //!
 //! The handler runs on the connection's own sqlx worker thread, never on an Actix worker, so its
 //! short sleeps block nothing but the write that is waiting anyway. Because it is a C callback
-//! its counters are process-wide statics; `GET /stats` reports them.
+//! its counters are process-wide statics; `GET /metrics` reports them.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};

@@ -9,6 +9,15 @@ use crate::db::Database;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
 /// Renders every series (see `crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "show_metrics",
+    responses(
+        (status = 200, description = "This instance's series in the Prometheus text format (docs/OBSERVABILITY.md)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn show(metrics: web::Data<Metrics>, db: web::Data<Database>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)

@@ -7,6 +7,18 @@ use crate::db::Database;
 use crate::error::ApiError;
 
 /// Answers the client's statement.
+#[utoipa::path(
+    get,
+    path = "/clientes/{id}/extrato",
+    operation_id = "show_statement",
+    params(("id" = i64, Path, description = "The client (1 to 5 exist)")),
+    responses(
+        (status = 200, description = "Balance and the last 10 transactions, newest first", body = crate::domain::Statement,
+            links(("transaction" = (operation_id = "create_transaction", parameters(("id" = "$request.path.id")))))),
+        (status = 404, description = "Unknown or non-numeric client id", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn show(
     db: web::Data<Database>,
     id: web::Path<String>,

@@ -5,8 +5,11 @@
 mod batches;
 mod contract;
 mod deployment;
+mod fuzz_regressions;
 mod helpers;
 mod metrics;
+mod openapi;
+mod overload;
 mod processes;
 mod rules;
 mod schema;
