@@ -19,6 +19,7 @@ use crate::{
     client::{Api, ClientOptions},
     contract::{ClientId, client_ids},
     error::Error,
+    html,
     profile::{self, ValidationPhase},
     report::{Inputs, Report, RunSettings},
     runner::{self, DisplayOptions},
@@ -122,7 +123,10 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
     })?;
 
     let mut output: Box<dyn Write> = match &bench_cli.output_file {
-        Some(path) => Box::new(File::create(path)?),
+        Some(path) => Box::new(File::create(path).map_err(|source| Error::ReportFile {
+            path: path.clone(),
+            source,
+        })?),
         None => Box::new(std::io::stdout()),
     };
     match bench_cli.output {
@@ -130,6 +134,13 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         ReportFormat::Json => report.write_json(&mut output)?,
     }
     output.flush()?;
+    if let Some(path) = &options.html {
+        std::fs::write(path, html::render(&report)?).map_err(|source| Error::ReportFile {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("load-test: HTML report written to {}", path.display());
+    }
 
     if let Some(name) = &bench_cli.save_baseline {
         baseline::save(&baseline_dir, name, &load.bench, bench_cli)?;

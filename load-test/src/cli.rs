@@ -95,6 +95,11 @@ pub struct Options {
     /// How many failures and inconsistencies to print in full
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub show_failures: usize,
+
+    /// Also write the report as one self-contained HTML page, with charts of the run second by
+    /// second (opens offline: no script, no network)
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 impl Options {

@@ -25,6 +25,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A report file (`-O`, `--html`) could not be written.
+    #[error("cannot write the report to {}: {source}", path.display())]
+    ReportFile {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
     /// Writing the report failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -32,6 +41,15 @@ pub enum Error {
     /// Serialising the report failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+
+    /// Drawing a chart of the HTML report failed.
+    #[error("drawing the chart {chart:?}: {detail}")]
+    Chart {
+        /// The chart's title.
+        chart: String,
+        /// What went wrong.
+        detail: String,
+    },
 
     /// rlt (collector, reporter or baseline storage) failed.
     #[error("rlt: {0:#}")]

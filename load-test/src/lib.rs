@@ -16,8 +16,10 @@
 //! - [`runner`]: closed loop or open model, feeding rlt's live view and the recorder.
 //! - [`validate`]: the rules every answer must follow.
 //! - [`stats`]: per-kind counts, statuses and latency percentiles; failures; the SLA count.
+//! - [`series`]: the same over time, in one-second buckets folded in as requests complete.
 //! - [`audit`]: final balances against accepted amounts, with unknown outcomes accounted for.
 //! - [`report`]: rlt's summary plus ours, as text or JSON, and the verdict.
+//! - [`html`]: the report as one self-contained page with charts of the series (`--html`).
 //! - [`error`]: the one error type (a run that could not be made).
 
 pub mod app;
@@ -26,11 +28,13 @@ pub mod cli;
 pub mod client;
 pub mod contract;
 pub mod error;
+pub mod html;
 pub mod mix;
 pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod series;
 pub mod stats;
 pub mod validate;
 

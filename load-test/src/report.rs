@@ -21,6 +21,7 @@ use crate::{
     mix::RequestKind,
     profile::ValidationPhase,
     runner::{LATE_START, Pacing},
+    series::{Series, Target},
     stats::{FailureSample, Recorder},
 };
 
@@ -85,6 +86,8 @@ pub struct Report {
     pub sla: Sla,
     /// Pass or fail, and why.
     pub verdict: Verdict,
+    /// The load over time, in one-second buckets (also drawn by `--html`).
+    pub series: Series,
     /// rlt's own JSON report (summary, latency histogram, status distribution, baseline comparison).
     pub rlt: serde_json::Value,
 }
@@ -277,7 +280,11 @@ impl Report {
                     count: stats.count,
                     ok: stats.ok,
                     failures: stats.count - stats.ok,
-                    statuses: stats.statuses.clone(),
+                    statuses: stats
+                        .statuses
+                        .iter()
+                        .map(|(status, count)| (status.to_string(), *count))
+                        .collect(),
                     latency_ms: Percentiles::of(&stats.latency_us),
                 };
                 (kind.name(), report)
@@ -343,6 +350,16 @@ impl Report {
             ));
         }
 
+        let target = match (&pacing.open_model, pacing.target_per_sec) {
+            (Some(_), _) => Target::Scheduled(&pacing.scheduled_per_second),
+            (None, Some(per_sec)) => Target::Constant {
+                per_sec,
+                until: Duration::from_secs_f64(pacing.sending_secs),
+            },
+            (None, None) => Target::None,
+        };
+        let series = recorder.series().series(&target);
+
         let mut rlt_json = Vec::new();
         JsonReporter.print(&mut rlt_json, bench, comparison)?;
 
@@ -379,6 +396,7 @@ impl Report {
                 passed: reasons.is_empty(),
                 reasons,
             },
+            series,
             rlt: serde_json::from_slice(&rlt_json)?,
         })
     }

@@ -117,6 +117,10 @@ pub struct Pacing {
     pub stopped_early: bool,
     /// Open-model details; `None` for a closed loop.
     pub open_model: Option<OpenModelPacing>,
+    /// Open model: requests the timetable made due in each second of the load (the series'
+    /// target; the JSON report has it there, not here).
+    #[serde(skip)]
+    pub scheduled_per_second: Vec<u64>,
 }
 
 /// How the open model kept its timetable.
@@ -241,12 +245,15 @@ pub async fn run(
             Some(plan.warmup),
             None,
             pause_rx.clone(),
+            Instant::now(),
             true,
         )
         .await?;
         context.started.store(0, Ordering::Relaxed);
     }
 
+    // The origin of the series and of the open model's timetable.
+    let load_start = Instant::now();
     clock.resume();
     let pacing = match plan.shape {
         LoadShape::Closed { duration, rate } => {
@@ -264,6 +271,7 @@ pub async fn run(
                 plan.iterations,
                 rate,
                 pause_rx,
+                load_start,
                 false,
             )
             .await?;
@@ -280,6 +288,7 @@ pub async fn run(
                 achieved_per_sec: per_second(started, sending_secs),
                 stopped_early: false,
                 open_model: None,
+                scheduled_per_second: Vec::new(),
             }
         }
         LoadShape::Open {
@@ -293,6 +302,7 @@ pub async fn run(
                 plan.iterations,
                 pause_rx,
                 &clock,
+                load_start,
             )
             .await
         }
@@ -320,12 +330,14 @@ pub async fn run(
 }
 
 /// `concurrency` workers in a closed loop until `stop`, `iterations` or the channel closes.
+/// Send and answer times are recorded relative to `origin`.
 async fn run_closed(
     context: &Arc<Context>,
     concurrency: NonZeroU32,
     iterations: Option<u64>,
     rate: Option<NonZeroU32>,
     pause: watch::Receiver<bool>,
+    origin: Instant,
     warmup: bool,
 ) -> Result<(), Error> {
     let sequence = Arc::new(AtomicU64::new(0));
@@ -359,7 +371,8 @@ async fn run_closed(
                 }
                 let request = mix::plan(seq, &mut rng);
                 context.started.fetch_add(1, Ordering::Relaxed);
-                let completed = execute(&context.api, &request, Instant::now(), warmup).await;
+                let completed =
+                    execute(&context.api, &request, Instant::now(), origin, warmup).await;
                 if context.done.send(completed).is_err() {
                     break;
                 }
@@ -372,7 +385,7 @@ async fn run_closed(
     Ok(())
 }
 
-/// Starts request `i` at `schedule.arrival(i)` whatever the server does.
+/// Starts request `i` at `load_start + schedule.arrival(i)` whatever the server does.
 async fn run_open(
     context: &Arc<Context>,
     schedule: &Schedule,
@@ -380,6 +393,7 @@ async fn run_open(
     iterations: Option<u64>,
     mut pause: watch::Receiver<bool>,
     clock: &Clock,
+    load_start: Instant,
 ) -> Pacing {
     let scheduled = iterations.map_or_else(
         || schedule.arrival_count(),
@@ -387,7 +401,8 @@ async fn run_open(
     );
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut rng = StdRng::from_rng(&mut rand::rng());
-    let mut origin = Instant::now();
+    let mut origin = load_start;
+    let mut scheduled_per_second: Vec<u64> = Vec::new();
     let (mut late_starts, mut max_lag, mut cap_waits, mut peak_in_flight) =
         (0, Duration::ZERO, 0, 0);
     let mut started = 0;
@@ -409,6 +424,11 @@ async fn run_open(
             origin += paused_at.elapsed();
         }
         let due = origin + offset;
+        let second = usize::try_from((due - load_start).as_secs()).unwrap_or(usize::MAX);
+        if scheduled_per_second.len() <= second {
+            scheduled_per_second.resize(second + 1, 0);
+        }
+        scheduled_per_second[second] += 1;
         tokio::select! {
             biased;
             () = context.stop.cancelled() => break,
@@ -440,7 +460,7 @@ async fn run_open(
         tokio::spawn(async move {
             // Latency counts from `due`, not from now: time spent waiting to start is the
             // server's (or the tester's) delay, and hiding it is coordinated omission.
-            let completed = execute(&task_context.api, &request, due, false).await;
+            let completed = execute(&task_context.api, &request, due, load_start, false).await;
             let _ = task_context.done.send(completed);
             drop(slot);
         });
@@ -482,21 +502,26 @@ async fn run_open(
             peak_in_flight,
             max_in_flight,
         }),
+        scheduled_per_second,
     }
 }
 
-/// Sends `request` and judges the answer; latency counts from `measured_from`.
+/// Sends `request` and judges the answer; latency counts from `measured_from`, and the send and
+/// answer times are given relative to `origin`.
 pub async fn execute(
     api: &Api,
     request: &PlannedRequest,
     measured_from: Instant,
+    origin: Instant,
     warmup: bool,
 ) -> Completed {
+    let sent = Instant::now();
     let answer = match request.body() {
         Some(body) => api.transaction(request.client, &body).await,
         None => api.statement(request.client).await,
     };
-    let latency = measured_from.elapsed();
+    let answered = Instant::now();
+    let latency = answered.saturating_duration_since(measured_from);
     let (outcome, bytes) = match answer {
         Ok(answer) => (
             judge(request.kind, request.client, answer.status, &answer.body),
@@ -509,6 +534,8 @@ pub async fn execute(
         client: request.client,
         signed_amount: request.signed_amount(),
         latency,
+        sent_at: sent.saturating_duration_since(origin),
+        answered_at: answered.saturating_duration_since(origin),
         bytes,
         outcome,
         warmup,
@@ -595,6 +622,8 @@ mod tests {
             client: 1,
             signed_amount: -1,
             latency: Duration::from_millis(3),
+            sent_at: Duration::ZERO,
+            answered_at: Duration::from_millis(3),
             bytes: 10,
             outcome,
             warmup: false,

@@ -16,6 +16,7 @@ use crate::{
     client::CallError,
     contract::ClientId,
     mix::RequestKind,
+    series::SeriesRecorder,
     validate::{Problem, check_statement, check_transaction},
 };
 
@@ -95,6 +96,47 @@ impl Outcome {
     }
 }
 
+/// How a request ended, as a status: the HTTP status, or why there was none. The key of every
+/// status count (`kinds.*.statuses`, the series' `responses`); a `Copy` value, so counting a
+/// request allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatusKey {
+    /// An answer with this status (OK or not).
+    Http(u16),
+    /// No answer within the timeout.
+    Timeout,
+    /// No answer: the connection failed.
+    TransportError,
+}
+
+impl StatusKey {
+    /// The key of `outcome`.
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Ok { status } | Outcome::Failed(Failure::Inconsistent { status, .. }) => {
+                StatusKey::Http(*status)
+            }
+            Outcome::Failed(Failure::NoAnswer {
+                error: CallError::Timeout,
+            }) => StatusKey::Timeout,
+            Outcome::Failed(Failure::NoAnswer {
+                error: CallError::Transport(_),
+            }) => StatusKey::TransportError,
+        }
+    }
+}
+
+impl std::fmt::Display for StatusKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusKey::Http(status) => write!(f, "{status}"),
+            // The same names as `Failure::reason`.
+            StatusKey::Timeout => f.write_str("timeout"),
+            StatusKey::TransportError => f.write_str("transport_error"),
+        }
+    }
+}
+
 /// The result of one request of the load.
 #[derive(Debug, Clone)]
 pub struct Completed {
@@ -106,6 +148,10 @@ pub struct Completed {
     pub signed_amount: i64,
     /// From the request's start (closed loop) or its scheduled instant (open model) to its end.
     pub latency: Duration,
+    /// When the request was actually sent, since the measured load began (for the series).
+    pub sent_at: Duration,
+    /// When its answer, or its failure, came, since the measured load began.
+    pub answered_at: Duration,
     /// Bytes of the answer body.
     pub bytes: u64,
     /// How it ended.
@@ -154,8 +200,8 @@ pub struct KindStats {
     pub count: u64,
     /// Of those, OK.
     pub ok: u64,
-    /// Count per status code, plus "timeout" and "transport_error" for requests with no answer.
-    pub statuses: BTreeMap<String, u64>,
+    /// Count per status code, plus timeouts and transport errors for requests with no answer.
+    pub statuses: BTreeMap<StatusKey, u64>,
     /// Latency in microseconds, every request included (failures too: a timeout is a latency).
     pub latency_us: Histogram<u64>,
 }
@@ -185,6 +231,7 @@ pub struct Recorder {
     sla_latency: Duration,
     ok_within_sla: u64,
     ledger: Ledger,
+    series: SeriesRecorder,
 }
 
 impl Recorder {
@@ -201,6 +248,7 @@ impl Recorder {
             sla_latency,
             ok_within_sla: 0,
             ledger: Ledger::default(),
+            series: SeriesRecorder::default(),
         }
     }
 
@@ -216,15 +264,13 @@ impl Recorder {
         if completed.warmup {
             return;
         }
+        self.series.record(completed);
         let kind = &mut self.kinds[completed.kind.index()];
         kind.count += 1;
-        let status_key = match &completed.outcome {
-            Outcome::Ok { status } => status.to_string(),
-            Outcome::Failed(failure) => failure
-                .status()
-                .map_or_else(|| failure.reason().to_owned(), |status| status.to_string()),
-        };
-        *kind.statuses.entry(status_key).or_default() += 1;
+        *kind
+            .statuses
+            .entry(StatusKey::of(&completed.outcome))
+            .or_default() += 1;
         let micros = u64::try_from(completed.latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -302,6 +348,11 @@ impl Recorder {
         self.sla_latency
     }
 
+    /// The load over time, in one-second buckets.
+    pub fn series(&self) -> &SeriesRecorder {
+        &self.series
+    }
+
     /// The audit ledger (warm-up included).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
@@ -338,6 +389,8 @@ mod tests {
                 RequestKind::Statement => 0,
             },
             latency: Duration::from_millis(millis),
+            sent_at: Duration::ZERO,
+            answered_at: Duration::from_millis(millis),
             bytes: 0,
             outcome,
             warmup: false,
@@ -367,13 +420,13 @@ mod tests {
         );
         let debit = recorder.kind(RequestKind::Debit);
         assert_eq!(debit.count, 2);
-        assert_eq!(debit.statuses.get("200"), Some(&1));
-        assert_eq!(debit.statuses.get("422"), Some(&1));
+        assert_eq!(debit.statuses.get(&StatusKey::Http(200)), Some(&1));
+        assert_eq!(debit.statuses.get(&StatusKey::Http(422)), Some(&1));
         assert_eq!(
             recorder
                 .kind(RequestKind::Statement)
                 .statuses
-                .get("timeout"),
+                .get(&StatusKey::Timeout),
             Some(&1)
         );
         assert_eq!(recorder.failures_by_reason().get("timeout"), Some(&1));

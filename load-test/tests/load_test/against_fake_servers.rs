@@ -3,8 +3,12 @@
 use std::time::Duration;
 
 use crate::{
+    chromium::check_page,
     fake_server::{Fault, spawn},
-    helpers::{bool_at, f64_at, load_test, machine_shared, machine_to_myself, u64_at},
+    helpers::{
+        bool_at, buckets, f64_at, load_test, machine_shared, machine_to_myself, responses_in,
+        u64_at,
+    },
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,6 +294,71 @@ async fn a_stall_that_the_closed_loop_hides_fails_the_open_model() {
         "{capped:#}"
     );
     assert!(slow_requests(&capped) >= 50, "{capped:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shows_in_the_series_and_on_the_page() {
+    let _machine = machine_to_myself().await;
+    // 100 requests/s for 5 s; the server stops answering for 2 s from its 150th request
+    // (about 1.45 s in, the 5 start-balance reads included), so second 2 lies inside the stall.
+    let server = spawn(Fault::StallsOnce {
+        after: 150,
+        stall: Duration::from_secs(2),
+    })
+    .await;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let page = directory.path().join("stall.html");
+    let run = load_test(&[
+        &server.url(),
+        "--arrival-rate",
+        "100",
+        "-d",
+        "5s",
+        "--timeout",
+        "5s",
+        "-o",
+        "json",
+        "--html",
+        page.to_str().expect("a UTF-8 path"),
+    ])
+    .await;
+    run.assert_exit(1);
+    let report = run.report();
+    let buckets = buckets(&report);
+    let answered: u64 = buckets.iter().map(responses_in).sum();
+    assert_eq!(answered, u64_at(&report, "/totals/requests"));
+
+    // During the stall: no answer at all, yet the open model keeps sending on its timetable,
+    // so the requests pile up in flight.
+    let stalled = buckets
+        .iter()
+        .position(|b| responses_in(b) == 0)
+        .unwrap_or_else(|| panic!("no second without an answer: {report:#}"));
+    let stalled_second = &buckets[stalled];
+    assert!(
+        u64_at(stalled_second, "/started") >= 80,
+        "{stalled_second:#}"
+    );
+    assert!(
+        f64_at(stalled_second, "/in_flight") >= 50.0,
+        "{stalled_second:#}"
+    );
+    // Before it, answers were fast; when it ends, the held requests all answer at once, the
+    // oldest having waited the whole stall.
+    assert!(stalled >= 1, "{report:#}");
+    assert!(
+        f64_at(&buckets[0], "/latency_ms/debit/p50") < 250.0,
+        "{report:#}"
+    );
+    let release = &buckets[stalled + 1];
+    assert!(responses_in(release) >= 150, "{release:#}");
+    assert!(
+        f64_at(release, "/latency_ms/debit/max") >= 1500.0,
+        "{release:#}"
+    );
+
+    // The page shows the same: the status-200 line (green), the in-flight line (purple).
+    check_page(&page, 6, &[[0x2e, 0x9e, 0x4f], [0x7b, 0x3f, 0xb5]]).await;
 }
 
 /// Requests that were not OK within the SLA latency.

@@ -4,7 +4,12 @@
 use rinha_api::{config::Config, startup::Application};
 use tempfile::TempDir;
 
-use crate::helpers::{bool_at, load_test, machine_to_myself, u64_at};
+use crate::{
+    chromium::check_page,
+    helpers::{
+        bool_at, buckets, f64_at, load_test, machine_to_myself, responses_in, sum_over, u64_at,
+    },
+};
 
 /// A running API; the database directory lives as long as this value.
 struct RealApi {
@@ -52,9 +57,12 @@ async fn the_real_api_passes_a_closed_loop_run_with_every_answer_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request() {
+async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request_and_its_page_renders()
+ {
     let _machine = machine_to_myself().await;
     let api = spawn_real_api().await;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let page = directory.path().join("report.html");
     let run = load_test(&[
         &api.url,
         "--profile",
@@ -64,6 +72,8 @@ async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request
         "--no-keepalive",
         "-o",
         "json",
+        "--html",
+        page.to_str().expect("a UTF-8 path"),
     ])
     .await;
     run.assert_exit(0);
@@ -78,4 +88,39 @@ async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request
     assert_eq!(u64_at(&report, "/totals/inconsistencies"), 0);
     assert!(bool_at(&report, "/audit/passed"));
     assert!(bool_at(&report, "/sla/passed"));
+
+    // The series accounts for every request exactly once: each answer in the second it ended,
+    // each start in the second it was sent, each scheduled request in the second it was due.
+    let buckets = buckets(&report);
+    assert!(buckets.len() >= 5, "a 4.8 s load: {report:#}");
+    let answered: u64 = buckets.iter().map(responses_in).sum();
+    assert_eq!(answered, u64_at(&report, "/totals/requests"));
+    assert_eq!(sum_over(buckets, "/ok"), u64_at(&report, "/totals/ok"));
+    assert_eq!(
+        sum_over(buckets, "/started"),
+        u64_at(&report, "/rate/started")
+    );
+    let scheduled: f64 = buckets.iter().map(|b| f64_at(b, "/target")).sum();
+    assert_eq!(
+        scheduled as u64,
+        u64_at(&report, "/rate/open_model/scheduled")
+    );
+    // The ramp: the timetable asks for more in its last full second than in its first.
+    assert!(
+        f64_at(&buckets[3], "/target") > f64_at(&buckets[0], "/target") * 2.0,
+        "{report:#}"
+    );
+    let measured: u64 = buckets
+        .iter()
+        .filter(|b| !b["latency_ms"]["debit"].is_null())
+        .map(|b| u64_at(b, "/latency_ms/debit/count"))
+        .sum();
+    assert_eq!(measured, u64_at(&report, "/kinds/debit/count"));
+
+    // The page: six charts (responses, three latencies, in flight, starts), the validation
+    // phase, and in Chromium the status-200 line (green) and the in-flight line (purple).
+    let html = std::fs::read_to_string(&page).expect("the page was written");
+    assert!(html.contains("Validation phase"), "{html}");
+    assert!(html.contains("PASSED: 155 checks, 0 failed"), "{html}");
+    check_page(&page, 6, &[[0x2e, 0x9e, 0x4f], [0x7b, 0x3f, 0xb5]]).await;
 }

@@ -103,3 +103,26 @@ pub fn bool_at(report: &Value, pointer: &str) -> bool {
         .and_then(Value::as_bool)
         .unwrap_or_else(|| panic!("{pointer} is not a boolean in {report:#}"))
 }
+
+/// The report's one-second buckets (`series.buckets`).
+pub fn buckets(report: &Value) -> &[Value] {
+    report
+        .pointer("/series/buckets")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("no series.buckets in {report:#}"))
+}
+
+/// `bucket[field]` summed over the buckets.
+pub fn sum_over(buckets: &[Value], field: &str) -> u64 {
+    buckets.iter().map(|bucket| u64_at(bucket, field)).sum()
+}
+
+/// Responses in one bucket, over every status.
+pub fn responses_in(bucket: &Value) -> u64 {
+    bucket["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no responses in {bucket:#}"))
+        .values()
+        .map(|count| count.as_u64().expect("a count"))
+        .sum()
+}

@@ -5,5 +5,6 @@
 
 mod against_fake_servers;
 mod against_the_real_api;
+mod chromium;
 mod fake_server;
 mod helpers;
