@@ -87,12 +87,13 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT or SIGTERM), then closes the database.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        let checkpoints = (!self.checkpoint_interval.is_zero()).then(|| {
-            tokio::spawn(checkpoint_periodically(
-                self.db.clone(),
-                self.checkpoint_interval,
-            ))
-        });
+        let checkpoints = (!self.checkpoint_interval.is_zero() && self.db.needs_checkpoints())
+            .then(|| {
+                tokio::spawn(checkpoint_periodically(
+                    self.db.clone(),
+                    self.checkpoint_interval,
+                ))
+            });
         let served = self.server.await;
         if let Some(task) = checkpoints {
             task.abort();
