@@ -176,6 +176,8 @@ impl Postgres {
             .bind(transaction.amount)
             .bind(transaction.kind.code())
             .bind(&transaction.description)
+            // sqlx reads every message up to ReadyForQuery before returning the row, i.e. past
+            // the implicit transaction's commit: a commit that fails is an error here, never a 200.
             .fetch_optional(&self.pool)
             .await
             .map_err(storage_error)?;

@@ -31,6 +31,8 @@ struct Stack {
     api_ports: [u16; 2],
     /// How nginx reaches the instances: `unix` or `tcp` (`STACK_UPSTREAM`).
     upstream: &'static str,
+    /// `sqlite` or `postgres` (`STACK_DATABASE`).
+    database: &'static str,
     address: String,
     http: Client,
 }
@@ -53,12 +55,18 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     fn up_with(upstream: &'static str) -> Self {
+        Self::up_on(upstream, "sqlite")
+    }
+
+    /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
+    fn up_on(upstream: &'static str, database: &'static str) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port,
             api_ports: [free_port(), free_port()],
             upstream,
+            database,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -85,6 +93,7 @@ impl Stack {
             .env("STACK_BIN", env!("CARGO_BIN_EXE_rinha-api"))
             .env("STACK_TIMEOUT", "20")
             .env("STACK_UPSTREAM", self.upstream)
+            .env("STACK_DATABASE", self.database)
             .env("API_WORKERS", "2")
             .env("RUST_LOG", "warn")
             .output()
@@ -167,6 +176,30 @@ async fn the_stack_passes_the_official_checks_through_nginx() {
         assert_eq!(statement.total(), 0);
         assert!(statement.entries().is_empty());
     }
+}
+
+#[tokio::test]
+async fn scripts_stack_runs_the_stack_on_a_postgresql_server_of_its_own() {
+    // Debian's PostgreSQL binaries (`apt-get install postgresql`; CI's scripts/postgres-setup).
+    let stack = Stack::up_on("unix", "postgres");
+    let server = stack.pid("postgres");
+    assert!(alive(server), "the stack's PostgreSQL runs");
+
+    crate::contract::official_validation_phase(&stack).await;
+    // Client 2 (limite 80000) down to exactly -limite through nginx, then one cent more refused.
+    let total = stack.statement(2).await.total();
+    let answer = stack
+        .transaction(2, &body(total + 80_000, "d", "no limite"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.saldo(), -80_000);
+    let refused = stack.transaction(2, &body(1, "d", "um centavo")).await;
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "one cent past the limit");
+    assert_eq!(stack.statement(2).await.total(), -80_000);
+
+    let down = stack.run("down");
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(!alive(server), "down stops the stack's PostgreSQL too");
 }
 
 #[tokio::test]
