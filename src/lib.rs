@@ -1,11 +1,12 @@
 //! The Rinha de Backend 2024 Q1 ledger API: Actix-Web in front, one shared SQLite file (WAL)
-//! behind, built so that any number of processes on that file keep the ledger exact.
+//! behind, or a PostgreSQL server (`DATABASE_URL=postgres://...`), built so that any number of
+//! processes on that database keep the ledger exact.
 //!
 //! - [`config`] — every setting, from the environment.
 //! - [`startup`] — binds the listener and wires the routes; what `main` and the tests both start.
 //! - [`routes`] — thin HTTP handlers.
 //! - [`domain`] — validated request and answer types.
-//! - [`db`] — storage; every SQL statement lives there.
+//! - [`db`] — storage, SQLite or PostgreSQL; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
 //! - [`telemetry`] — logging.
 
