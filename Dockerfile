@@ -37,8 +37,9 @@ RUN mkdir -p src load-test/src benches \
     && cargo build --release --locked -p rinha-api \
     && rm -rf src target/release/.fingerprint/rinha-api-*
 
-# 2. The service itself. script.sql is compiled into the binary (include_str!).
-COPY script.sql ./
+# 2. The service itself. script.sql and script.postgres.sql are compiled into the binary
+#    (include_str!).
+COPY script.sql script.postgres.sql ./
 COPY src src
 RUN cargo build --release --locked -p rinha-api \
     && strip target/release/rinha-api \

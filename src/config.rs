@@ -22,8 +22,12 @@ pub struct Config {
     /// one host; cheaper than TCP loopback). Unset: TCP only. A stale socket file is replaced.
     pub socket: Option<PathBuf>,
     /// `DATABASE_URL`: the SQLite file, as `sqlite://path` (relative to the working directory) or
-    /// `sqlite:///absolute/path`. Created if missing.
+    /// `sqlite:///absolute/path`, created if missing; or a PostgreSQL database,
+    /// `postgres://user:password@host:port/database`, which must exist (the schema is created).
     pub database_url: String,
+    /// `DB_CONNECTIONS`: PostgreSQL only, the connections of this instance's pool (each write
+    /// and each statement holds one for one round trip).
+    pub pg_connections: u32,
     /// `API_WORKERS`: Actix worker threads; default, the CPUs this process may use.
     pub workers: usize,
     /// `DB_READ_CONNECTIONS`: connections that serve statements (each has its own thread).
@@ -64,6 +68,7 @@ impl Default for Config {
             port: 9999,
             socket: None,
             database_url: "sqlite://rinha.db".to_owned(),
+            pg_connections: 4,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             read_connections: 2,
             write_batch_max: 64,
@@ -166,6 +171,7 @@ impl Config {
                 .filter(|path| !path.is_empty())
                 .map(PathBuf::from),
             database_url: lookup("DATABASE_URL").unwrap_or(defaults.database_url),
+            pg_connections: parse(&lookup, "DB_CONNECTIONS")?.unwrap_or(defaults.pg_connections),
             workers: parse(&lookup, "API_WORKERS")?.unwrap_or(defaults.workers),
             read_connections: parse(&lookup, "DB_READ_CONNECTIONS")?
                 .unwrap_or(defaults.read_connections),
@@ -200,6 +206,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.pg_connections == 0 {
+            return Err(invalid("DB_CONNECTIONS", "0".into(), "must be at least 1"));
+        }
         if !(1..=10_000).contains(&self.write_batch_max) {
             return Err(invalid(
                 "DB_WRITE_BATCH_MAX",
@@ -214,8 +223,11 @@ impl Config {
                 "must be between 1 and 60000",
             ));
         }
-        crate::db::check_url(&self.database_url)
-            .map_err(|reason| invalid("DATABASE_URL", self.database_url.clone(), &reason))
+        crate::db::check_url(&self.database_url).map_err(|reason| {
+            // The value is echoed in the message: never its password.
+            let shown = crate::db::redacted_url(&self.database_url);
+            invalid("DATABASE_URL", shown, &reason)
+        })
     }
 }
 
@@ -293,6 +305,7 @@ mod tests {
             ("MAX_IN_FLIGHT", "64"),
             ("MAX_QUEUED", "128"),
             ("RETRY_AFTER_S", "2"),
+            ("DB_CONNECTIONS", "6"),
         ])
         .expect("valid settings");
         assert_eq!(config.host, "127.0.0.1");
@@ -327,6 +340,18 @@ mod tests {
             queued.overload.max_queued, 32,
             "MAX_QUEUED defaults to MAX_IN_FLIGHT"
         );
+        assert_eq!(config.pg_connections, 6);
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres() {
+        for url in [
+            "postgres://rinha:rinha@db:5432/rinha",
+            "postgresql://localhost/rinha",
+        ] {
+            let config = config_from(&[("DATABASE_URL", url)]).expect(url);
+            assert_eq!(config.database_url, url);
+        }
     }
 
     #[test]
@@ -344,9 +369,11 @@ mod tests {
             ("MAX_IN_FLIGHT", "-1", "negative bound"),
             (
                 "DATABASE_URL",
-                "postgres://localhost/rinha",
-                "not SQLite yet",
+                "mysql://localhost/rinha",
+                "no MySQL backend",
             ),
+            ("DATABASE_URL", "postgres://host:port/rinha", "not a port"),
+            ("DB_CONNECTIONS", "0", "an empty pool"),
             (
                 "DATABASE_URL",
                 "sqlite::memory:",

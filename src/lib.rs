@@ -1,5 +1,6 @@
 //! The Rinha de Backend 2024 Q1 ledger API: Actix-Web in front, one shared SQLite file (WAL)
-//! behind, built so that any number of processes on that file keep the ledger exact.
+//! behind, or a PostgreSQL server (`DATABASE_URL=postgres://...`), built so that any number of
+//! processes on that database keep the ledger exact.
 //!
 //! - [`config`] — every setting, from the environment.
 //! - [`startup`] — binds the listener and wires the routes; what `main` and the tests both start.
@@ -7,7 +8,7 @@
 //! - [`openapi`] — the OpenAPI document, and the route table built from it.
 //! - [`overload`] — optional load shedding (`MAX_IN_FLIGHT`).
 //! - [`domain`] — validated request and answer types.
-//! - [`db`] — storage; every SQL statement lives there.
+//! - [`db`] — storage, SQLite or PostgreSQL; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
 //! - [`metrics`] — what each instance measures, exposed on `GET /metrics` (Prometheus).
 //! - [`telemetry`] — logging.

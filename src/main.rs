@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     };
     let (host, database, workers) = (
         config.host.clone(),
-        config.database_url.clone(),
+        rinha_api::db::redacted_url(&config.database_url),
         config.workers,
     );
     let app = match Application::build(config).await {

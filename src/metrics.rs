@@ -231,7 +231,10 @@ impl Metrics {
         inner.batches_retried.absolute(batches.retried);
         inner.largest_batch.set(batches.largest as f64);
         inner.write_queue.set(batches.waiting as f64);
-        let wal = std::fs::metadata(db.wal_path()).map_or(0, |meta| meta.len());
+        let wal = db
+            .wal_path()
+            .and_then(|path| std::fs::metadata(path).ok())
+            .map_or(0, |meta| meta.len());
         inner.wal_bytes.set(wal as f64);
         inner.handle.render()
     }

@@ -119,13 +119,14 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT or SIGTERM), then closes the database.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        let checkpoints = (!self.checkpoint_interval.is_zero()).then(|| {
-            tokio::spawn(checkpoint_periodically(
-                self.db.clone(),
-                self.metrics.clone(),
-                self.checkpoint_interval,
-            ))
-        });
+        let checkpoints = (!self.checkpoint_interval.is_zero() && self.db.needs_checkpoints())
+            .then(|| {
+                tokio::spawn(checkpoint_periodically(
+                    self.db.clone(),
+                    self.metrics.clone(),
+                    self.checkpoint_interval,
+                ))
+            });
         let upkeep = tokio::spawn(metrics_upkeep(self.metrics.clone()));
         let served = self.server.await;
         if let Some(task) = checkpoints {

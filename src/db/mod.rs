@@ -1,12 +1,17 @@
 //! Storage: every database call of the service goes through this module, and every SQL text
-//! lives in [`sql`].
+//! lives in [`sql`] (SQLite) or [`postgres`] (PostgreSQL).
 //!
-//! All writes of a process go to one *writer* thread ([`writer`]) that owns one connection and
-//! commits whatever is waiting in one transaction (group commit). It holds the write lock from
-//! `BEGIN IMMEDIATE` to `COMMIT`, so it can read an account, check the limit and write it back
-//! with no other process in between: there is no read-then-write race to get wrong. Across
-//! processes sharing the file, writers take turns on SQLite's lock, waiting through [`busy`]
-//! or, with `DB_WRITE_LOCK=flock`, on a `flock`.
+//! [`Database`] is the one interface handlers use, whatever the backend `DATABASE_URL` names:
+//! SQLite (default; one file shared by the instances of one host) or PostgreSQL (any number of
+//! instances on any number of hosts; see [`postgres`]). Both give the same answers and the same
+//! [`StorageError`]; each keeps its own schema file (`script.sql`, `script.postgres.sql`).
+//!
+//! SQLite: all writes of a process go to one *writer* thread ([`writer`]) that owns one
+//! connection and commits whatever is waiting in one transaction (group commit). It holds the
+//! write lock from `BEGIN IMMEDIATE` to `COMMIT`, so it can read an account, check the limit and
+//! write it back with no other process in between: there is no read-then-write race to get
+//! wrong. Across processes sharing the file, writers take turns on SQLite's lock, waiting
+//! through [`busy`] or, with `DB_WRITE_LOCK=flock`, on a `flock`.
 //! The *reader* pool serves statements, which in WAL mode never wait for writers.
 //!
 //! Reads go through sqlx (one hand-off to the connection's thread each); the writer runs its
@@ -14,6 +19,7 @@
 //! the cost of a write.
 
 pub mod busy;
+pub mod postgres;
 mod raw;
 pub mod sql;
 pub mod writer;
@@ -38,9 +44,137 @@ use crate::domain::{
 use raw::SqliteFailure;
 use writer::{BatchStats, Outcome, Work, WriteLock, Writer};
 
-/// Handle to the ledger's storage; cheap to clone.
+/// Handle to the ledger's storage, whichever backend; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Database {
+pub struct Database(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl Database {
+    /// Opens the backend `config.database_url` names, applying its schema. `metrics` receives
+    /// the SQLite writer's batch sizes (PostgreSQL has no batches).
+    pub async fn connect(config: &Config, metrics: StorageMetrics) -> Result<Self, StorageError> {
+        Ok(Self(if postgres::is_url(&config.database_url) {
+            Backend::Postgres(postgres::Postgres::connect(config).await?)
+        } else {
+            Backend::Sqlite(Sqlite::connect(config, metrics).await?)
+        }))
+    }
+
+    /// The SQLite WAL file (`<database>-wal`), for its size; `None` on PostgreSQL.
+    pub fn wal_path(&self) -> Option<&Path> {
+        match &self.0 {
+            Backend::Sqlite(db) => Some(db.wal_path()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The client with this id, if there is one.
+    pub fn client(&self, id: ClientId) -> Option<Client> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.client(id),
+            Backend::Postgres(db) => db.client(id),
+        }
+    }
+
+    /// Applies `transaction` to `client` if the balance allows it; answers once it is committed.
+    pub async fn record(
+        &self,
+        client: Client,
+        transaction: NewTransaction,
+    ) -> Result<Recorded, StorageError> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.record(client, transaction).await,
+            Backend::Postgres(db) => {
+                let outcome = db.record(client.id, &transaction).await?;
+                recorded(client, transaction.kind, outcome)
+            }
+        }
+    }
+
+    /// Applies each transaction in order, each only if the balance allows it at its turn. On
+    /// SQLite they are committed together (with whatever else is waiting); on PostgreSQL each
+    /// is its own transaction.
+    pub async fn record_all(
+        &self,
+        transactions: Vec<(Client, NewTransaction)>,
+    ) -> Vec<Result<Recorded, StorageError>> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.record_all(transactions).await,
+            Backend::Postgres(_) => {
+                let mut results = Vec::with_capacity(transactions.len());
+                for (client, transaction) in transactions {
+                    results.push(self.record(client, transaction).await);
+                }
+                results
+            }
+        }
+    }
+
+    /// The client's statement: balance, limit and latest transactions, from one snapshot.
+    pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.statement(client).await,
+            Backend::Postgres(db) => db.statement(client).await,
+        }
+    }
+
+    /// Deletes every transaction and sets every balance back to 0, atomically.
+    pub async fn reset(&self) -> Result<(), StorageError> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.reset().await,
+            Backend::Postgres(db) => db.reset().await,
+        }
+    }
+
+    /// Succeeds when the database answers a query.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.ping().await,
+            Backend::Postgres(db) => db.ping().await,
+        }
+    }
+
+    /// How this process's writes were grouped so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        match &self.0 {
+            Backend::Sqlite(db) => db.batch_stats(),
+            Backend::Postgres(db) => db.batch_stats(),
+        }
+    }
+
+    /// Whether the backend wants [`Database::checkpoint`] called periodically (SQLite's WAL).
+    pub fn needs_checkpoints(&self) -> bool {
+        matches!(self.0, Backend::Sqlite(_))
+    }
+
+    /// See [`Sqlite::checkpoint`]; PostgreSQL checkpoints by itself, so nothing is done there.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StorageError> {
+        match &self.0 {
+            Backend::Sqlite(db) => db.checkpoint().await,
+            Backend::Postgres(_) => Ok(Checkpoint {
+                wal_pages: 0,
+                restarted: false,
+            }),
+        }
+    }
+
+    /// Finishes the queued writes and closes every connection.
+    pub async fn close(&self) {
+        match &self.0 {
+            Backend::Sqlite(db) => db.close().await,
+            Backend::Postgres(db) => db.close().await,
+        }
+    }
+}
+
+/// The SQLite backend: one shared file, a writer thread and a reader pool.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
     writer: Writer,
     reader: SqlitePool,
     /// Clients and their limits, read once at start: no route creates or changes a client, so
@@ -133,10 +267,32 @@ impl From<SqliteFailure> for StorageError {
     }
 }
 
-/// Checks that `url` names a SQLite file this service can share between processes.
+/// `url` with any password replaced by `***`, for logs.
+pub fn redacted_url(url: &str) -> String {
+    // scheme://user:password@host...: the password runs from the ':' after the user to the '@'.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Checks that `url` names a PostgreSQL database or a SQLite file this service can share between
+/// processes.
 pub fn check_url(url: &str) -> Result<(), String> {
+    if postgres::is_url(url) {
+        return postgres::check_url(url);
+    }
     if !url.starts_with("sqlite:") {
-        return Err("only SQLite is supported (sqlite://path/to/file.db)".to_owned());
+        return Err(
+            "expected sqlite://path/to/file.db or postgres://user:password@host/database"
+                .to_owned(),
+        );
     }
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(
@@ -148,7 +304,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-impl Database {
+impl Sqlite {
     /// Opens the write connection (applying `script.sql`) and the reader pool, starts the writer
     /// thread and loads the clients.
     pub async fn connect(config: &Config, metrics: StorageMetrics) -> Result<Self, StorageError> {
@@ -462,4 +618,24 @@ async fn load_clients(reader: &SqlitePool) -> Result<HashMap<ClientId, Client>, 
             (id, Client { id, limit })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_logged_url_never_shows_the_password() {
+        let cases = [
+            (
+                "postgres://rinha:s3cret@db:5432/rinha",
+                "postgres://rinha:***@db:5432/rinha",
+            ),
+            ("postgres://rinha@db/rinha", "postgres://rinha@db/rinha"),
+            ("sqlite://rinha.db", "sqlite://rinha.db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted_url(url), shown);
+        }
+    }
 }

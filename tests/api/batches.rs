@@ -25,7 +25,7 @@ impl HeldLock {
     /// Takes the write lock, then runs `schema_change` inside the same transaction.
     async fn take(app: &TestApp, schema_change: &'static str) -> Self {
         let options = SqliteConnectOptions::new()
-            .filename(&app.db_path)
+            .filename(app.db.sqlite_path())
             .busy_timeout(Duration::from_secs(5));
         let mut connection = SqliteConnection::connect_with(&options)
             .await
@@ -142,7 +142,7 @@ async fn a_batch_with_refusals_answers_each_transaction_as_the_ledger_stored_it(
         requests.len() as u64,
         "all the requests sent while the lock was held were committed as one batch"
     );
-    let ledger = stored_ledger(&app.db_path).await;
+    let ledger = stored_ledger(app.db.sqlite_path()).await;
     let stored: HashMap<&str, i64> = ledger
         .iter()
         .map(|row| (row.descricao.as_str(), row.saldo_apos))
@@ -225,7 +225,7 @@ async fn a_statement_failing_inside_a_batch_fails_only_its_own_request() {
     );
     answers[1].assert_error(StatusCode::INTERNAL_SERVER_ERROR, "poison");
     assert_eq!(answers[0].saldo() + answers[2].saldo(), 100 + 200);
-    let stored: Vec<String> = stored_ledger(&app.db_path)
+    let stored: Vec<String> = stored_ledger(app.db.sqlite_path())
         .await
         .into_iter()
         .map(|row| row.descricao)
@@ -264,7 +264,7 @@ async fn a_batch_whose_commit_fails_answers_no_200_for_what_failed() {
             StatusCode::OK
         ]
     );
-    let stored: Vec<String> = stored_ledger(&app.db_path)
+    let stored: Vec<String> = stored_ledger(app.db.sqlite_path())
         .await
         .into_iter()
         .filter(|row| row.cliente_id == 3)

@@ -27,10 +27,111 @@ fn read(file: &str) -> String {
 
 /// docker-compose.yml with its `<<: *anchor` merge keys applied, as Compose reads it.
 fn compose() -> Value {
+    compose_file("docker-compose.yml")
+}
+
+/// The PostgreSQL deployment, docker-compose.postgres.yml, likewise.
+const POSTGRES_COMPOSE: &str = "docker-compose.postgres.yml";
+
+fn compose_file(file: &str) -> Value {
     let mut value: Value =
-        serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML");
+        serde_norway::from_str(&read(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
     value.apply_merge().expect("merge keys resolve");
     value
+}
+
+/// The (CPU thousandths, MB) a compose file's services may use in all; panics on a service
+/// without limits, a health check or a restart policy (see the test below for why).
+fn budget(compose: &Value) -> (u64, u64) {
+    let (mut cpus, mut memory) = (0, 0);
+    for (name, service) in compose["services"].as_mapping().expect("services") {
+        let name = name.as_str().expect("service name");
+        assert!(
+            service["healthcheck"].is_null(),
+            "{name} has a health check"
+        );
+        assert!(
+            matches!(
+                service["restart"].as_str(),
+                Some("always" | "unless-stopped" | "on-failure")
+            ),
+            "{name} is restarted when its process exits"
+        );
+        let limits = &service["deploy"]["resources"]["limits"];
+        cpus += millicpus(&limits["cpus"], name);
+        memory += megabytes(&limits["memory"], name);
+    }
+    (cpus, memory)
+}
+
+#[test]
+fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_budget() {
+    let sqlite = compose();
+    let compose = compose_file(POSTGRES_COMPOSE);
+
+    let services: BTreeSet<&str> = compose["services"]
+        .as_mapping()
+        .expect("services")
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["api01", "api02", "nginx", "postgres"])
+    );
+    let (cpus, memory) = budget(&compose);
+    assert!(cpus <= 1500, "CPU limits sum to {cpus} thousandths");
+    assert!(memory <= 550, "memory limits sum to {memory} MB");
+
+    // The same image and nginx as the SQLite deployment: only the database differs.
+    for name in ["api01", "api02", "nginx"] {
+        assert_eq!(
+            service(&compose, name)["image"],
+            service(&sqlite, name)["image"],
+            "{name}"
+        );
+        assert_eq!(
+            strings(&service(&compose, name)["volumes"])
+                .iter()
+                .find(|mount| mount.contains("nginx.conf") || mount.contains("/run/rinha")),
+            strings(&service(&sqlite, name)["volumes"])
+                .iter()
+                .find(|mount| mount.contains("nginx.conf") || mount.contains("/run/rinha")),
+            "{name} mounts what it mounts in docker-compose.yml"
+        );
+    }
+    let postgres = service(&compose, "postgres");
+    let credentials = environment(postgres);
+    for name in ["api01", "api02"] {
+        let api = service(&compose, name);
+        let settings = environment(api);
+        assert_eq!(
+            settings.get("API_SOCKET"),
+            environment(service(&sqlite, name)).get("API_SOCKET"),
+            "{name} listens where nginx.conf sends requests"
+        );
+        let expected = format!(
+            "postgres://{}:{}@postgres:5432/{}",
+            credentials["POSTGRES_USER"],
+            credentials["POSTGRES_PASSWORD"],
+            credentials["POSTGRES_DB"]
+        );
+        assert_eq!(settings["DATABASE_URL"], expected, "{name}");
+        assert_eq!(
+            api["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_started"),
+            "{name} starts with postgres (it retries its connection), not after a health check"
+        );
+        assert!(rinha_api::config::Config::from_lookup(|key| settings.get(key).cloned()).is_ok());
+    }
+    // The database keeps its data on a named volume at the image's PGDATA.
+    assert!(
+        strings(&postgres["volumes"])
+            .iter()
+            .any(|mount| mount.ends_with(":/var/lib/postgresql/data")),
+        "{:?}",
+        postgres["volumes"]
+    );
 }
 
 fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
@@ -632,18 +733,20 @@ fn base_images() -> Vec<String> {
             stages.insert(name.to_owned());
         }
     }
-    let compose = compose();
-    let services = compose["services"].as_mapping().expect("services");
-    let built: BTreeSet<&str> = services
-        .values()
-        .filter(|service| !service["build"].is_null())
-        .filter_map(|service| service["image"].as_str())
-        .collect();
-    for service in services.values() {
-        if let Some(image) = service["image"].as_str()
-            && !built.contains(image)
-        {
-            images.push(image.to_owned());
+    for compose in [compose(), compose_file(POSTGRES_COMPOSE)] {
+        let services = compose["services"].as_mapping().expect("services");
+        let built: BTreeSet<&str> = services
+            .values()
+            .filter(|service| !service["build"].is_null())
+            .filter_map(|service| service["image"].as_str())
+            .collect();
+        for service in services.values() {
+            if let Some(image) = service["image"].as_str()
+                && !built.contains(image)
+                && !images.iter().any(|known| known == image)
+            {
+                images.push(image.to_owned());
+            }
         }
     }
     images
@@ -694,6 +797,7 @@ fn the_dockerfile_and_compose_file_run_on_docker_engine_20_10_offline() {
     }
     let mut found = BTreeSet::new();
     keys(&compose(), &mut found);
+    keys(&compose_file(POSTGRES_COMPOSE), &mut found);
     for key in ["start_interval", "develop", "include"] {
         assert!(
             !found.contains(key),

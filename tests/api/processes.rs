@@ -8,9 +8,7 @@ use std::collections::{HashMap, HashSet};
 use futures::future::join_all;
 use reqwest::StatusCode;
 
-use crate::helpers::{
-    Api, CLIENTS, Xorshift, body, open_read_only, spawn_processes, stored_ledger,
-};
+use crate::helpers::{Api, CLIENTS, TestDatabase, Xorshift, body, spawn_processes};
 
 fn limit_of(client: i64) -> i64 {
     CLIENTS
@@ -30,9 +28,20 @@ struct Accepted {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
+    ledger_stays_exact_under_concurrent_mixed_load(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
+    ledger_stays_exact_under_concurrent_mixed_load(4).await;
+}
+
+/// 16 tasks send 2,400 mixed transactions round-robin through `count` processes, then the stored
+/// ledger is replayed in each client's commit order against every answer.
+async fn ledger_stays_exact_under_concurrent_mixed_load(count: u64) {
     const TASKS: u64 = 16;
     const REQUESTS_PER_TASK: u64 = 150;
-    let processes = spawn_processes(2).await;
+    let processes = spawn_processes(count as usize).await;
     let instances = &processes.instances;
 
     let outcomes = join_all((0..TASKS).map(|task| async move {
@@ -40,7 +49,7 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
         let mut accepted = HashMap::new();
         let mut refused = HashSet::new();
         for n in 0..REQUESTS_PER_TASK {
-            let instance = &instances[((task + n) % 2) as usize];
+            let instance = &instances[((task + n) % count) as usize];
             let client = random.below(5) as i64 + 1;
             let limit = limit_of(client);
             let tipo = if random.below(3) == 0 { "c" } else { "d" };
@@ -71,7 +80,7 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
                 other => panic!("unexpected {other}: {:?}", answer.body),
             }
             if n % 10 == 0 {
-                let other = &instances[((task + n + 1) % 2) as usize];
+                let other = &instances[((task + n + 1) % count) as usize];
                 let statement = other.statement(client).await;
                 assert_eq!(statement.status, StatusCode::OK);
                 assert!(statement.total() >= -limit);
@@ -95,7 +104,7 @@ async fn two_processes_keep_the_ledger_exact_under_concurrent_mixed_load() {
 
     // The stored ledger is exactly the accepted transactions, each once, and replaying it in
     // commit order gives every balance a 200 reported.
-    let rows = stored_ledger(&processes.db_path).await;
+    let rows = processes.db.stored_ledger().await;
     assert_eq!(rows.len(), accepted.len(), "no transaction lost or doubled");
     let mut balances: HashMap<i64, i64> = HashMap::new();
     let mut latest: HashMap<i64, Vec<String>> = HashMap::new();
@@ -198,12 +207,7 @@ async fn processes_starting_together_on_a_new_file_all_come_up_with_five_clients
             assert_eq!(statement.status, StatusCode::OK, "round {round}");
             assert_eq!(statement.total(), 0);
         }
-        let pool = open_read_only(&processes.db_path).await;
-        let clients: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, limite FROM clientes ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .expect("clients");
+        let clients = processes.db.clients().await;
         assert_eq!(clients, CLIENTS, "round {round}: exactly the five clients");
     }
 }
@@ -213,7 +217,7 @@ fn the_binary_refuses_invalid_configuration_naming_the_variable() {
     let cases = [
         ("API_PORT", "http"),
         ("API_WORKERS", "0"),
-        ("DATABASE_URL", "postgres://localhost/rinha"),
+        ("DATABASE_URL", "mysql://localhost/rinha"),
         ("DB_BUSY_HANDLER", "spin"),
     ];
     for (name, value) in cases {
@@ -249,8 +253,8 @@ async fn instances_opening_a_new_file_at_the_same_instant_all_come_up() {
     // The same race as between processes, made tight: every instance opens the file in the same
     // few microseconds (SQLite's locks behave the same between connections of one process).
     for round in 0..20 {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = crate::helpers::sqlite_url(&dir.path().join("rinha.db"));
+        let db = TestDatabase::new().await;
+        let database_url = db.url();
         let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(4));
         let starts = (0..4).map(|_| {
             let config = rinha_api::config::Config {

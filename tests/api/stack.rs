@@ -35,6 +35,8 @@ struct Stack {
     status_port: u16,
     /// Prometheus's port when it runs with the stack (`STACK_OBSERVABILITY=1`).
     prometheus_port: Option<u16>,
+    /// `sqlite` or `postgres` (`STACK_DATABASE`).
+    database: &'static str,
     address: String,
     http: Client,
 }
@@ -57,16 +59,21 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     fn up_with(upstream: &'static str) -> Self {
-        Self::start(upstream, None)
+        Self::start(upstream, "sqlite", None)
     }
 
     /// The stack with Prometheus (and nginx's exporter) scraping it every second
     /// (`STACK_OBSERVABILITY=1`).
     fn up_observed() -> Self {
-        Self::start("unix", Some(free_port()))
+        Self::start("unix", "sqlite", Some(free_port()))
     }
 
-    fn start(upstream: &'static str, prometheus_port: Option<u16>) -> Self {
+    /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
+    fn up_on(upstream: &'static str, database: &'static str) -> Self {
+        Self::start(upstream, database, None)
+    }
+
+    fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -75,6 +82,7 @@ impl Stack {
             upstream,
             status_port: free_port(),
             prometheus_port,
+            database,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -110,6 +118,7 @@ impl Stack {
             .env("STACK_BIN", env!("CARGO_BIN_EXE_rinha-api"))
             .env("STACK_TIMEOUT", "20")
             .env("STACK_UPSTREAM", self.upstream)
+            .env("STACK_DATABASE", self.database)
             .env("API_WORKERS", "2")
             .env("RUST_LOG", "warn")
             .output()
@@ -192,6 +201,30 @@ async fn the_stack_passes_the_official_checks_through_nginx() {
         assert_eq!(statement.total(), 0);
         assert!(statement.entries().is_empty());
     }
+}
+
+#[tokio::test]
+async fn scripts_stack_runs_the_stack_on_a_postgresql_server_of_its_own() {
+    // Debian's PostgreSQL binaries (`apt-get install postgresql`; CI's scripts/postgres-setup).
+    let stack = Stack::up_on("unix", "postgres");
+    let server = stack.pid("postgres");
+    assert!(alive(server), "the stack's PostgreSQL runs");
+
+    crate::contract::official_validation_phase(&stack).await;
+    // Client 2 (limite 80000) down to exactly -limite through nginx, then one cent more refused.
+    let total = stack.statement(2).await.total();
+    let answer = stack
+        .transaction(2, &body(total + 80_000, "d", "no limite"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.saldo(), -80_000);
+    let refused = stack.transaction(2, &body(1, "d", "um centavo")).await;
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "one cent past the limit");
+    assert_eq!(stack.statement(2).await.total(), -80_000);
+
+    let down = stack.run("down");
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(!alive(server), "down stops the stack's PostgreSQL too");
 }
 
 #[tokio::test]
