@@ -455,45 +455,12 @@ impl Sqlite {
 
     /// The client's statement: balance, limit and latest transactions, from one snapshot.
     pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
-        type Row = (
-            String,
-            i64,
-            i64,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(sql::STATEMENT)
+        let rows: Vec<StatementRow<String>> = sqlx::query_as(sql::STATEMENT)
             .bind(client.id.0)
             .bind(STATEMENT_LENGTH)
             .fetch_all(&self.reader)
             .await?;
-        let Some((data_extrato, total, limite)) = rows
-            .first()
-            .map(|(now, total, limite, ..)| (now.clone(), *total, *limite))
-        else {
-            return Err(StorageError::other("the client's row is missing"));
-        };
-        let ultimas_transacoes = rows
-            .into_iter()
-            .filter_map(|(_, _, _, valor, tipo, descricao, realizada_em)| {
-                Some(StatementEntry {
-                    valor: valor?,
-                    tipo: Kind::from_code(tipo.as_deref()?)?,
-                    descricao: descricao?,
-                    realizada_em: realizada_em?,
-                })
-            })
-            .collect();
-        Ok(Statement {
-            saldo: StatementBalance {
-                total,
-                data_extrato,
-                limite,
-            },
-            ultimas_transacoes,
-        })
+        statement_from_rows(rows, |time| time)
     }
 
     /// Deletes every transaction and sets every balance back to 0, atomically.
@@ -546,6 +513,50 @@ impl Sqlite {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// One row of a statement query, either backend: the read time, the balance and limit, then one
+/// transaction (all NULL when the client has none). `T` is how the backend returns a time.
+type StatementRow<T> = (
+    T,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<T>,
+);
+
+/// Builds a statement from its rows (newest transaction first), writing each time with `text`.
+fn statement_from_rows<T: Clone>(
+    rows: Vec<StatementRow<T>>,
+    text: impl Fn(T) -> String,
+) -> Result<Statement, StorageError> {
+    let Some((now, total, limite)) = rows
+        .first()
+        .map(|(now, total, limite, ..)| (now.clone(), *total, *limite))
+    else {
+        return Err(StorageError::other("the client's row is missing"));
+    };
+    let ultimas_transacoes = rows
+        .into_iter()
+        .filter_map(|(_, _, _, valor, tipo, descricao, realizada_em)| {
+            Some(StatementEntry {
+                valor: valor?,
+                tipo: Kind::from_code(tipo.as_deref()?)?,
+                descricao: descricao?,
+                realizada_em: text(realizada_em?),
+            })
+        })
+        .collect();
+    Ok(Statement {
+        saldo: StatementBalance {
+            total,
+            data_extrato: text(now),
+            limite,
+        },
+        ultimas_transacoes,
+    })
 }
 
 /// What the writer's outcome for a transaction means for the API.

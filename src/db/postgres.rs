@@ -23,13 +23,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::StorageError;
 use super::writer::{BatchStats, Outcome};
+use super::{StatementRow, StorageError, statement_from_rows};
 use crate::config::Config;
-use crate::domain::{
-    Client, ClientId, Kind, MAX_BALANCE, NewTransaction, STATEMENT_LENGTH, Statement,
-    StatementBalance, StatementEntry,
-};
+use crate::domain::{Client, ClientId, MAX_BALANCE, NewTransaction, STATEMENT_LENGTH, Statement};
 
 /// The schema and the five clients; applied by every instance at start.
 pub const SCHEMA: &str = include_str!("../../script.postgres.sql");
@@ -186,46 +183,13 @@ impl Postgres {
 
     /// The client's statement, from one snapshot.
     pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
-        type Row = (
-            DateTime<Utc>,
-            i64,
-            i64,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<DateTime<Utc>>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(STATEMENT)
+        let rows: Vec<StatementRow<DateTime<Utc>>> = sqlx::query_as(STATEMENT)
             .bind(client.id.0)
             .bind(i64::from(STATEMENT_LENGTH))
             .fetch_all(&self.pool)
             .await
             .map_err(storage_error)?;
-        let Some((data_extrato, total, limite)) = rows
-            .first()
-            .map(|(now, total, limite, ..)| (*now, *total, *limite))
-        else {
-            return Err(StorageError::other("the client's row is missing"));
-        };
-        let ultimas_transacoes = rows
-            .into_iter()
-            .filter_map(|(_, _, _, valor, tipo, descricao, realizada_em)| {
-                Some(StatementEntry {
-                    valor: valor?,
-                    tipo: Kind::from_code(tipo.as_deref()?)?,
-                    descricao: descricao?,
-                    realizada_em: rfc3339(realizada_em?),
-                })
-            })
-            .collect();
-        Ok(Statement {
-            saldo: StatementBalance {
-                total,
-                data_extrato: rfc3339(data_extrato),
-                limite,
-            },
-            ultimas_transacoes,
-        })
+        statement_from_rows(rows, rfc3339)
     }
 
     /// Deletes every transaction and sets every balance back to 0, atomically.
