@@ -36,12 +36,13 @@ pub struct Config {
     /// It bounds how long one process holds the write lock at once; 1 turns grouping off.
     pub write_batch_max: usize,
     /// `DB_WRITE_LOCK`: how writers in different processes take turns: `sqlite` (default;
-    /// SQLite's lock, waited for through the busy handler) or `flock` (an exclusive `flock` on a
-    /// file beside the database around each batch; the waiter sleeps in the kernel).
+    /// SQLite's lock alone) or `flock` (an exclusive `flock` on a file beside the database around
+    /// each batch, taken first). Either way the writer tries, and pauses between tries.
     pub write_lock: WriteLockKind,
-    /// `DB_BUSY_HANDLER`: what a connection does while another holds the write lock: `backoff`
-    /// (default; retries after 20 µs, backing off to 1 ms) or `sqlite` (SQLite's own handler,
-    /// which sleeps 1, 2, 5, 10... ms; kept to measure the difference).
+    /// `DB_BUSY_HANDLER`: what a reader connection (statements, checkpoints) does while another
+    /// holds a lock it needs: `backoff` (default; retries after 20 µs, backing off to 1 ms) or
+    /// `sqlite` (SQLite's own handler, which sleeps 1, 2, 5, 10... ms; kept to measure the
+    /// difference). The writer always waits with the backoff's pauses (`db::busy::Wait`).
     pub busy_handler: BusyHandler,
     /// `DB_BUSY_TIMEOUT_MS`: how long a write waits for another process's write lock before the
     /// request fails with 503.

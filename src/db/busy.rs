@@ -7,9 +7,11 @@
 //! latency. This module installs a handler that retries after 20 µs and backs off to at most
 //! 1 ms, and gives up (the request then fails with 503) after the configured timeout.
 //!
-//! The handler runs on the connection's own sqlx worker thread, never on an Actix worker, so its
-//! short sleeps block nothing but the write that is waiting anyway. Because it is a C callback
-//! its counters are process-wide statics; `GET /metrics` reports them.
+//! The handler serves the reader connections, on their own sqlx worker threads. The writer runs
+//! on the Actix worker that commits, so it must not sleep inside SQLite: its connection fails at
+//! once when the lock is taken, and it waits with a [`Wait`], which lets the worker serve other
+//! requests between attempts and sleeps the same short, doubling pauses. Both count into the
+//! same process-wide statics (the handler is a C callback); `GET /metrics` reports them.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -124,6 +126,49 @@ extern "C" fn on_busy(timeout_ms: *mut c_void, attempt: c_int) -> c_int {
         .longest_ns
         .fetch_max(nanos(after.duration_since(started)), Relaxed);
     1
+}
+
+/// One wait of the writer for the write lock, counted like the busy handler's waits.
+#[derive(Debug)]
+pub struct Wait {
+    started: Instant,
+    attempt: c_int,
+    timeout: Duration,
+}
+
+impl Wait {
+    /// Starts a wait that gives up after `timeout`.
+    pub fn start(timeout: Duration) -> Self {
+        STATS.waits.fetch_add(1, Relaxed);
+        Self {
+            started: Instant::now(),
+            attempt: 0,
+            timeout,
+        }
+    }
+
+    /// Sleeps before the next attempt, the first time for [`FIRST_PAUSE`], then twice as long
+    /// each time up to [`LONGEST_PAUSE`]; `false` (counted as a timeout) once `timeout` has passed.
+    pub fn pause(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.started) >= self.timeout {
+            STATS.timeouts.fetch_add(1, Relaxed);
+            return false;
+        }
+        if self.attempt > 0 {
+            STATS.retries.fetch_add(1, Relaxed);
+        }
+        std::thread::sleep(pause(self.attempt));
+        self.attempt = self.attempt.saturating_add(1);
+        let after = Instant::now();
+        STATS
+            .waited_ns
+            .fetch_add(nanos(after.duration_since(now)), Relaxed);
+        STATS
+            .longest_ns
+            .fetch_max(nanos(after.duration_since(self.started)), Relaxed);
+        true
+    }
 }
 
 /// The pause before attempt `attempt + 1`: doubling from [`FIRST_PAUSE`] up to [`LONGEST_PAUSE`].

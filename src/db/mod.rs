@@ -6,12 +6,13 @@
 //! instances on any number of hosts; see [`postgres`]). Both give the same answers and the same
 //! [`StorageError`]; each keeps its own schema file (`script.sql`, `script.postgres.sql`).
 //!
-//! SQLite: all writes of a process go to one *writer* thread ([`writer`]) that owns one
-//! connection and commits whatever is waiting in one transaction (group commit). It holds the
+//! SQLite: all writes of a process go through one *writer* ([`writer`]): one connection, and
+//! whatever is waiting committed in one transaction (group commit), on the Actix worker that
+//! read the requests. It holds the
 //! write lock from `BEGIN IMMEDIATE` to `COMMIT`, so it can read an account, check the limit and
 //! write it back with no other process in between: there is no read-then-write race to get
-//! wrong. Across processes sharing the file, writers take turns on SQLite's lock, waiting
-//! through [`busy`] or, with `DB_WRITE_LOCK=flock`, on a `flock`.
+//! wrong. Across processes sharing the file, writers take turns on SQLite's lock (or, with
+//! `DB_WRITE_LOCK=flock`, on a `flock` too), pausing between attempts ([`busy::Wait`]).
 //! The *reader* pool serves statements, which in WAL mode never wait for writers.
 //!
 //! Reads go through sqlx (one hand-off to the connection's thread each); the writer runs its
@@ -42,7 +43,7 @@ use crate::domain::{
     StatementBalance, StatementEntry,
 };
 use raw::SqliteFailure;
-use writer::{BatchStats, Outcome, Work, WriteLock, Writer};
+use writer::{BatchStats, Outcome, Work, WriteLock, Writer, WriterSettings};
 
 /// Handle to the ledger's storage, whichever backend; cheap to clone.
 #[derive(Debug, Clone)]
@@ -172,7 +173,7 @@ impl Database {
     }
 }
 
-/// The SQLite backend: one shared file, a writer thread and a reader pool.
+/// The SQLite backend: one shared file, a writer and a reader pool.
 #[derive(Debug, Clone)]
 pub struct Sqlite {
     writer: Writer,
@@ -236,7 +237,7 @@ impl StorageError {
         Self::Other(message.into().into())
     }
 
-    /// The writer thread is gone: the server is stopping.
+    /// The writer is closed: the server is stopping.
     fn stopped() -> Self {
         Self::Busy("the writer has stopped; the server is shutting down".into())
     }
@@ -393,9 +394,12 @@ impl Sqlite {
         };
         let writer = Writer::start(
             write_connection,
-            config.write_batch_max,
-            lock,
-            metrics.batch_sizes,
+            WriterSettings {
+                batch_max: config.write_batch_max,
+                lock,
+                busy_timeout,
+                batch_sizes: metrics.batch_sizes,
+            },
         )
         .await?;
         let clients = load_clients(&reader).await?;

@@ -1,11 +1,12 @@
-//! The few SQLite C calls the writer thread makes, behind a small safe interface.
+//! The few SQLite C calls the writer makes, behind a small safe interface.
 //!
-//! The writer owns one connection that sqlx opened (pragmas, busy handler and schema all applied
-//! the sqlx way) and then runs its statements on that connection's raw handle, on its own thread:
-//! sqlx would send every statement to the connection's worker thread and wake the caller back,
-//! two thread hand-offs per statement, which is most of the cost of a write (see README,
-//! "How it stays exact and fast"). Only what the writer needs is here: prepared statements that live as long as
-//! the connection, `i64`/text parameters, one optional `i64` result, and plain runs.
+//! The writer uses one connection that sqlx opened (pragmas, busy handler and schema all applied
+//! the sqlx way) and runs its statements on that connection's raw handle, on the thread of the
+//! request that committed: sqlx would send every statement to the connection's worker thread and
+//! wake the caller back, two thread hand-offs per statement, which is most of the cost of a write
+//! (see README, "How it stays exact and fast"). Only what the writer needs is here: prepared
+//! statements that live as long as the connection, `i64`/text parameters, one optional `i64`
+//! result, and plain runs.
 
 use std::ffi::{CStr, CString, c_int};
 use std::marker::PhantomData;
@@ -76,8 +77,8 @@ impl<'h> Connection<'h> {
         unsafe { ffi::sqlite3_last_insert_rowid(self.handle.as_ptr()) }
     }
 
-    /// Compiles one statement, to be run many times.
-    pub fn prepare(&self, sql: &str) -> Result<Statement<'_>, SqliteFailure> {
+    /// Compiles one statement, to be run many times while the connection is borrowed (`'h`).
+    pub fn prepare(&self, sql: &str) -> Result<Statement<'h>, SqliteFailure> {
         let sql = CString::new(sql).map_err(|_| SqliteFailure {
             code: ffi::SQLITE_MISUSE,
             message: "SQL text with a NUL byte".into(),
@@ -101,34 +102,50 @@ impl<'h> Connection<'h> {
         })?;
         Ok(Statement {
             stmt,
-            connection: self,
+            handle: self.handle,
+            _connection: PhantomData,
         })
+    }
+
+    /// Makes SQLite fail a statement that finds the lock taken at once, with `SQLITE_BUSY`,
+    /// instead of calling a busy handler: the writer waits for its turn itself (see `writer`).
+    pub fn fail_when_busy(&self) -> Result<(), SqliteFailure> {
+        // SAFETY: the handle is open; no handler means no callback to keep alive.
+        let rc = unsafe { ffi::sqlite3_busy_handler(self.handle.as_ptr(), None, ptr::null_mut()) };
+        self.check(rc)
     }
 
     fn check(&self, rc: c_int) -> Result<(), SqliteFailure> {
-        if rc == ffi::SQLITE_OK {
-            return Ok(());
-        }
-        // SAFETY: the handle is open; the message stays valid until the next call on it, and
-        // is copied at once.
-        let (code, message) = unsafe {
-            (
-                ffi::sqlite3_extended_errcode(self.handle.as_ptr()),
-                CStr::from_ptr(ffi::sqlite3_errmsg(self.handle.as_ptr())),
-            )
-        };
-        Err(SqliteFailure {
-            code: if code == ffi::SQLITE_OK { rc } else { code },
-            message: message.to_string_lossy().into_owned(),
-        })
+        check(self.handle, rc)
     }
 }
 
-/// A prepared statement; finalized when dropped, before its connection can be.
+/// `Ok` for `SQLITE_OK`, else the connection's extended code and message.
+fn check(handle: NonNull<ffi::sqlite3>, rc: c_int) -> Result<(), SqliteFailure> {
+    if rc == ffi::SQLITE_OK {
+        return Ok(());
+    }
+    // SAFETY: the handle is open; the message stays valid until the next call on it, and is
+    // copied at once.
+    let (code, message) = unsafe {
+        (
+            ffi::sqlite3_extended_errcode(handle.as_ptr()),
+            CStr::from_ptr(ffi::sqlite3_errmsg(handle.as_ptr())),
+        )
+    };
+    Err(SqliteFailure {
+        code: if code == ffi::SQLITE_OK { rc } else { code },
+        message: message.to_string_lossy().into_owned(),
+    })
+}
+
+/// A prepared statement of a connection borrowed for `'h`; finalized when dropped, which must
+/// happen before the connection is given back (a struct holding both declares it first).
 #[derive(Debug)]
-pub struct Statement<'c> {
+pub struct Statement<'h> {
     stmt: NonNull<ffi::sqlite3_stmt>,
-    connection: &'c Connection<'c>,
+    handle: NonNull<ffi::sqlite3>,
+    _connection: PhantomData<&'h mut ffi::sqlite3>,
 }
 
 impl Statement<'_> {
@@ -136,14 +153,14 @@ impl Statement<'_> {
     pub fn bind_i64(&mut self, index: c_int, value: i64) -> Result<(), SqliteFailure> {
         // SAFETY: the statement is alive.
         let rc = unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), index, value) };
-        self.connection.check(rc)
+        check(self.handle, rc)
     }
 
     /// Binds NULL to parameter `?index` (from 1).
     pub fn bind_null(&mut self, index: c_int) -> Result<(), SqliteFailure> {
         // SAFETY: the statement is alive.
         let rc = unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), index) };
-        self.connection.check(rc)
+        check(self.handle, rc)
     }
 
     /// Binds a text to parameter `?index` (from 1); SQLite keeps its own copy.
@@ -161,7 +178,7 @@ impl Statement<'_> {
                 ffi::SQLITE_TRANSIENT(),
             )
         };
-        self.connection.check(rc)
+        check(self.handle, rc)
     }
 
     /// Runs the statement to its end, ignoring any rows; then resets it.
@@ -190,7 +207,7 @@ impl Statement<'_> {
                     }
                 }
                 ffi::SQLITE_DONE => break Ok(first),
-                rc => break self.connection.check(rc).map(|()| first),
+                rc => break check(self.handle, rc).map(|()| first),
             }
         };
         // SAFETY: the statement is alive. Its return code repeats the step's error, already taken.

@@ -1,20 +1,29 @@
-//! The write path: one thread per process owns the write connection and commits whatever is
-//! waiting in one transaction (group commit).
+//! The write path: group commit, run by the Actix worker that has writes waiting, on one
+//! connection per process.
 //!
-//! Handlers put a [`Job`] on an in-memory queue and await its answer. The writer thread takes
-//! the first job (sleeping until there is one), then every job already waiting, up to
-//! `batch_max`, and applies them in order inside one `BEGIN IMMEDIATE ... COMMIT`: one lock
-//! acquisition, one commit and one wake-up of the thread for the whole group, where a statement
-//! per request paid each of them every time.
+//! A handler puts a [`Job`] on the process's queue and awaits its answer. The first job queued
+//! while no commit is under way starts a *committer*: a task on the same worker, queued behind
+//! the requests that worker has already read. So by the time it runs, every request that arrived
+//! with the first one has queued its job too, and the committer takes them all (up to
+//! `batch_max`) and applies them in order inside one `BEGIN IMMEDIATE ... COMMIT`: one lock
+//! acquisition, one commit for the whole group. It repeats until the queue is empty, then stops;
+//! there is at most one committer per process at a time.
 //!
-//! Inside the transaction the writer holds SQLite's write lock, so no other process can change
+//! The decision that shaped it: the commit runs on the thread that read the requests. A writer
+//! thread of its own cost two thread wake-ups per batch (worker to writer, writer back to the
+//! worker), and on this project's 2-core VM a wake-up costs more than the SQLite work of a
+//! write: with one Actix worker per instance (the compose layout) a write now crosses no thread
+//! at all. The worker is never blocked waiting for the other process: the connection fails at
+//! once when the lock is taken, and the committer waits for its turn in short pauses
+//! ([`busy::Wait`]), letting the worker read and answer other requests between attempts; their
+//! writes queue for the next batch, so batches grow when the lock is contended.
+//!
+//! Inside the transaction the committer holds SQLite's write lock, so no other process can change
 //! an account until its `COMMIT`: it reads each client's account the first time the batch
 //! touches it, checks every transaction against the balance as the batch has left it
 //! (`domain::balance_after`), appends each accepted one with a plain `INSERT`, and writes each
 //! changed account back once, just before `COMMIT`. Balances chain inside the batch, a refused
-//! debit refuses only itself. (Each transaction used to be one conditional `INSERT ... SELECT
-//! ... RETURNING` with a trigger updating the balance; RETURNING's temporary table and the
-//! trigger cost more than the reads they saved, see BENCHMARKS.md.)
+//! debit refuses only itself.
 //!
 //! The rules that keep the ledger exact:
 //! - an answer is sent only after the `COMMIT` that contains it returned OK;
@@ -24,14 +33,16 @@
 //!   fails every job with [`StorageError::Busy`] (503) instead, since retrying would wait again;
 //! - a process killed mid-batch loses the batch's uncommitted jobs, none of which was answered.
 //!
-//! `batch_max` bounds how long the lock is held at once, so the other process sharing the file
-//! is not kept waiting behind a long queue.
+//! The connection is opened by sqlx, and an *owner* thread holds sqlx's lock on its raw handle
+//! for as long as the writer lives (sqlx's own thread for it then makes no call on it); the
+//! committers run their statements on that handle, one at a time ([`Session`]).
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::fs::File;
-use std::sync::Arc;
+use std::fs::{File, TryLockError};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::Duration;
 
 use metrics::Histogram;
 use serde::Serialize;
@@ -39,7 +50,7 @@ use sqlx::{Connection as _, SqliteConnection};
 use tokio::sync::oneshot;
 
 use super::raw::{Connection, SqliteFailure, Statement};
-use super::{StorageError, sql};
+use super::{StorageError, busy, sql};
 use crate::domain::{ClientId, NewTransaction, balance_after};
 
 /// What a job asks of the ledger.
@@ -72,24 +83,28 @@ pub struct Job {
     reply: oneshot::Sender<Result<Outcome, StorageError>>,
 }
 
-/// What the queue carries: work, or the request to finish it and stop.
-enum Message {
-    Job(Job),
-    /// Jobs to commit together, in order (never split, even past `batch_max`).
-    Jobs(Vec<Job>),
-    Stop(oneshot::Sender<()>),
-}
-
 /// How the writer takes turns with the other processes writing the same file.
 #[derive(Debug)]
 pub enum WriteLock {
-    /// SQLite's own lock only: a writer that finds it taken polls through the busy handler
-    /// (see `busy`).
+    /// SQLite's own lock only: a writer that finds it taken tries again after a pause.
     SqliteOnly,
     /// An exclusive `flock` on this file (the database's path + `-writer.lock`) around every
-    /// batch, so a waiting process sleeps in the kernel and is woken when the lock is released;
-    /// the OS releases it if the holder dies.
+    /// batch, taken before SQLite's lock (tried, then paused for like SQLite's); the OS releases
+    /// it if the holder dies.
     Flock(File),
+}
+
+/// How the writer waits for its turn and how much it commits at once.
+#[derive(Debug)]
+pub struct WriterSettings {
+    /// The most jobs in one transaction (a group queued together is never split).
+    pub batch_max: usize,
+    /// How the processes sharing the file take turns.
+    pub lock: WriteLock,
+    /// How long a batch waits for the lock before its jobs fail with [`StorageError::Busy`].
+    pub busy_timeout: Duration,
+    /// Receives the size of every batch committed (`GET /metrics`).
+    pub batch_sizes: Histogram,
 }
 
 /// Counters of the group commit, since the process started.
@@ -113,15 +128,53 @@ pub struct BatchStats {
     pub largest: u64,
     /// Batches that failed and were applied again one job at a time.
     pub retried: u64,
-    /// Jobs queued and not yet taken by the writer, at the moment of asking.
+    /// Jobs queued and not yet taken by a committer, at the moment of asking.
     pub waiting: u64,
 }
 
-/// The handle through which handlers reach the writer thread; cheap to clone.
+/// The jobs waiting for a commit, in groups queued together, and whether a committer runs.
+#[derive(Debug, Default)]
+struct Queue {
+    groups: VecDeque<Vec<Job>>,
+    committing: bool,
+    closed: bool,
+}
+
+/// The write connection's raw handle and its prepared statements.
+///
+/// Its lifetimes are `'static` because it is shared between threads, but the handle is only
+/// borrowed: from the owner thread, which holds sqlx's lock on it until this session has been
+/// dropped (see [`Writer::start`]; `Shared` drops it before it lets the owner go).
+struct Session {
+    // Declared first, so finalized before the handle is given back.
+    statements: Statements<'static>,
+    connection: Connection<'static>,
+}
+
+// SAFETY: a SQLite connection (the bundled build is thread-safe) may be used from any thread,
+// one at a time; the `Mutex` around the session is what makes it one at a time.
+unsafe impl Send for Session {}
+
+/// What the handles, the committers and the owner thread share.
+struct Shared {
+    queue: Mutex<Queue>,
+    // Dropped before `release`, so the owner thread never gives the handle back while the
+    // session's statements exist.
+    session: Mutex<Option<Session>>,
+    /// Tells the owner thread to give the handle back and close the connection (and, when it
+    /// has, answers on the sender it carries); dropping it does the same, answering nobody.
+    release: Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
+    batch_max: usize,
+    lock: WriteLock,
+    busy_timeout: Duration,
+    counters: Counters,
+    batch_sizes: Histogram,
+}
+
+/// The handle through which handlers reach the writer; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Message>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Writer {
@@ -132,48 +185,46 @@ impl fmt::Debug for Writer {
     }
 }
 
+/// Locks `mutex` even if a thread panicked while holding it: every state it guards stays
+/// consistent between statements (a panic cannot leave half a job queued).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Writer {
-    /// Starts the writer thread on `connection` (opened, with its busy handler and the schema in
-    /// place) and waits until its statements are prepared.
+    /// Starts the owner thread of `connection` (opened, with its busy handler and the schema in
+    /// place) and waits until the write statements are prepared.
     pub async fn start(
         connection: SqliteConnection,
-        batch_max: usize,
-        lock: WriteLock,
-        batch_sizes: Histogram,
+        settings: WriterSettings,
     ) -> Result<Self, StorageError> {
-        let (queue, jobs) = mpsc::channel();
         let (ready, started) = oneshot::channel();
-        let counters = Arc::new(Counters::default());
-        let thread_counters = Arc::clone(&counters);
+        let (release, released) = mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                run(
-                    connection,
-                    Batcher {
-                        jobs,
-                        batch_max: batch_max.max(1),
-                        lock,
-                        counters: thread_counters,
-                        batch_sizes,
-                    },
-                    ready,
-                );
-            })
+            .spawn(move || own(connection, ready, released))
             .map_err(|err| StorageError::other(format!("cannot start the writer thread: {err}")))?;
-        started
+        let session = started
             .await
             .map_err(|_| StorageError::other("the writer thread stopped while starting"))??;
-        Ok(Self { queue, counters })
+        Ok(Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::default(),
+                session: Mutex::new(Some(session)),
+                release: Mutex::new(Some(release)),
+                batch_max: settings.batch_max.max(1),
+                lock: settings.lock,
+                busy_timeout: settings.busy_timeout,
+                counters: Counters::default(),
+                batch_sizes: settings.batch_sizes,
+            }),
+        })
     }
 
     /// Queues `work` and waits for the commit that applies it.
     pub async fn submit(&self, work: Work) -> Result<Outcome, StorageError> {
         let (reply, answer) = oneshot::channel();
-        self.counters.submitted.fetch_add(1, Relaxed);
-        self.queue
-            .send(Message::Job(Job { work, reply }))
-            .map_err(|_| StorageError::stopped())?;
+        self.queue(vec![Job { work, reply }]);
         answer.await.map_err(|_| StorageError::stopped())?
     }
 
@@ -187,50 +238,84 @@ impl Writer {
                 (Job { work, reply }, answer)
             })
             .unzip();
-        self.counters
-            .submitted
-            .fetch_add(jobs.len() as u64, Relaxed);
-        let queued = self.queue.send(Message::Jobs(jobs)).is_ok();
+        self.queue(jobs);
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            results.push(match answer.await {
-                Ok(result) if queued => result,
-                _ => Err(StorageError::stopped()),
-            });
+            results.push(
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err(StorageError::stopped())),
+            );
         }
         results
     }
 
-    /// Lets the thread finish the jobs queued so far, close the connection and stop.
+    /// Puts `group` on the queue and starts a committer if none runs. Once the writer is closed
+    /// the group is dropped, which answers each of its jobs that the writer has stopped.
+    fn queue(&self, group: Vec<Job>) {
+        let jobs = group.len() as u64;
+        let start_committer = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.closed {
+                return;
+            }
+            queue.groups.push_back(group);
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        self.shared.counters.submitted.fetch_add(jobs, Relaxed);
+        if start_committer {
+            // Spawned on this worker's runtime, behind the requests it has already read.
+            tokio::spawn(commit_queued(Arc::clone(&self.shared)));
+        }
+    }
+
+    /// Commits what is queued, stops taking jobs, and gives the connection back to be closed.
     pub async fn close(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.queue.send(Message::Stop(done)).is_ok() {
-            finished.await.ok();
+        lock(&self.shared.queue).closed = true;
+        // A committer still running empties the queue first (bounded by the busy timeout).
+        let deadline =
+            std::time::Instant::now() + self.shared.busy_timeout + Duration::from_secs(1);
+        while lock(&self.shared.queue).committing && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(mut session) = lock(&self.shared.session).take() {
+            // If this connection closes last, SQLite checkpoints through it: with its syncs.
+            if let Err(failure) = session.statements.sync_normal.run() {
+                tracing::warn!(error = %failure, "cannot restore synchronous=NORMAL before closing");
+            }
+        }
+        let release = lock(&self.shared.release).take();
+        if let Some(release) = release {
+            let (done, closed) = oneshot::channel();
+            if release.send(done).is_ok() {
+                closed.await.ok();
+            }
         }
     }
 
     /// The group commit's counters so far.
     pub fn stats(&self) -> BatchStats {
+        let counters = &self.shared.counters;
         BatchStats {
-            batches: self.counters.batches.load(Relaxed),
-            jobs: self.counters.jobs.load(Relaxed),
-            largest: self.counters.largest.load(Relaxed),
-            retried: self.counters.retried.load(Relaxed),
-            waiting: self
-                .counters
+            batches: counters.batches.load(Relaxed),
+            jobs: counters.jobs.load(Relaxed),
+            largest: counters.largest.load(Relaxed),
+            retried: counters.retried.load(Relaxed),
+            waiting: counters
                 .submitted
                 .load(Relaxed)
-                .saturating_sub(self.counters.jobs.load(Relaxed)),
+                .saturating_sub(counters.jobs.load(Relaxed)),
         }
     }
 }
 
-/// The writer thread: borrows the raw handle of its sqlx connection for as long as it runs, then
-/// gives it back and closes the connection.
-fn run(
+/// The owner thread: locks the raw handle of its sqlx connection, hands a [`Session`] on it to
+/// the writer through `ready`, and holds the lock until told (or until the writer is gone); then
+/// gives the handle back and closes the connection.
+fn own(
     mut connection: SqliteConnection,
-    batcher: Batcher,
-    ready: oneshot::Sender<Result<(), StorageError>>,
+    ready: oneshot::Sender<Result<Session, StorageError>>,
+    released: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     // sqlx's calls (locking the handle, closing) are async; nothing else runs on this runtime.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -246,13 +331,25 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let stopped = match connection.lock_handle().await {
+        let closed = match connection.lock_handle().await {
             Ok(mut handle) => {
                 // SAFETY: while `handle` is held, sqlx's worker thread makes no call on the
-                // connection and cannot close it; `raw` and its statements are dropped before
-                // `handle` at the end of this block.
-                let raw = unsafe { Connection::new(handle.as_raw_handle()) };
-                batcher.serve(&raw, ready)
+                // connection and cannot close it. It is held until `released` answers, which
+                // `Shared` does only after dropping the session (and so its statements).
+                let connection = unsafe { Connection::new(handle.as_raw_handle()) };
+                match Session::open(connection) {
+                    Ok(session) => {
+                        if ready.send(Ok(session)).is_ok() {
+                            released.recv().ok()
+                        } else {
+                            None
+                        }
+                    }
+                    Err(failure) => {
+                        ready.send(Err(failure.into())).ok();
+                        None
+                    }
+                }
             }
             Err(err) => {
                 ready.send(Err(err.into())).ok();
@@ -262,10 +359,241 @@ fn run(
         if let Err(err) = connection.close().await {
             tracing::warn!(error = %err, "closing the write connection failed");
         }
-        if let Some(done) = stopped {
+        if let Some(done) = closed {
             done.send(()).ok();
         }
     });
+}
+
+impl Session {
+    /// Prepares the write statements on `connection` and makes it fail at once when the lock is
+    /// taken (the committer waits itself, between attempts).
+    fn open(connection: Connection<'static>) -> Result<Self, SqliteFailure> {
+        connection.fail_when_busy()?;
+        Ok(Self {
+            statements: Statements::prepare(&connection)?,
+            connection,
+        })
+    }
+}
+
+/// A committer: takes the queued jobs, a batch at a time, and commits each, until the queue is
+/// empty.
+async fn commit_queued(shared: Arc<Shared>) {
+    let mut running = Committing(Some(&shared));
+    while let Some(batch) = shared.next_batch() {
+        shared.commit(batch).await;
+    }
+    running.0 = None;
+}
+
+/// Marks the committer stopped if its task is dropped before it finished (the runtime is shutting
+/// down): the queued jobs are dropped, which answers them that the writer has stopped.
+struct Committing<'s>(Option<&'s Shared>);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            let mut queue = lock(&shared.queue);
+            queue.groups.clear();
+            queue.committing = false;
+        }
+    }
+}
+
+/// Why one attempt at a transaction did not commit.
+enum Attempt {
+    /// Another process holds the lock: nothing was done; try again.
+    Busy,
+    /// The writer is closed: nothing was done.
+    Closed,
+    /// A statement or the `COMMIT` failed; the transaction was rolled back.
+    Failed(SqliteFailure),
+}
+
+impl Shared {
+    /// The next batch: whole groups from the front of the queue, up to `batch_max` jobs (a longer
+    /// group alone). `None`, and the committer marked stopped, when the queue is empty.
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut queue = lock(&self.queue);
+        let Some(first) = queue.groups.pop_front() else {
+            queue.committing = false;
+            return None;
+        };
+        let mut batch = first;
+        while let Some(next) = queue.groups.front() {
+            if batch.len() + next.len() > self.batch_max {
+                break;
+            }
+            if let Some(next) = queue.groups.pop_front() {
+                batch.extend(next);
+            }
+        }
+        Some(batch)
+    }
+
+    /// Applies `batch` in one transaction and answers every job in it.
+    async fn commit(&self, batch: Vec<Job>) {
+        let size = batch.len() as u64;
+        self.counters.batches.fetch_add(1, Relaxed);
+        self.counters.jobs.fetch_add(size, Relaxed);
+        self.counters.largest.fetch_max(size, Relaxed);
+        self.batch_sizes.record(size as f64);
+        let works: Vec<&Work> = batch.iter().map(|job| &job.work).collect();
+        let result = self.transaction(&works).await;
+        drop(works);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    job.reply.send(Ok(outcome)).ok();
+                }
+            }
+            Err(failure) if failure.is_busy() || batch.len() == 1 => {
+                for job in batch {
+                    job.reply.send(Err(failure.clone().into())).ok();
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(error = %failure, jobs = batch.len(), "batch rolled back; applying its jobs one by one");
+                self.counters.retried.fetch_add(1, Relaxed);
+                for job in batch {
+                    let answer = self
+                        .transaction(&[&job.work])
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(StorageError::from);
+                    job.reply.send(answer).ok();
+                }
+            }
+        }
+    }
+
+    /// Runs `works` in one `BEGIN IMMEDIATE ... COMMIT`, waiting for the lock in pauses while
+    /// another process holds it (up to the busy timeout). On any failure the transaction is
+    /// rolled back and nothing of it is written.
+    async fn transaction(&self, works: &[&Work]) -> Result<Vec<Outcome>, SqliteFailure> {
+        let mut wait: Option<busy::Wait> = None;
+        loop {
+            match self.attempt(works) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(Attempt::Failed(failure)) => return Err(failure),
+                Err(Attempt::Closed) => return Err(closed()),
+                Err(Attempt::Busy) => {
+                    // Let this worker read and answer other requests first (their writes queue
+                    // for the next batch), then pause before trying again.
+                    tokio::task::yield_now().await;
+                    let wait = wait.get_or_insert_with(|| busy::Wait::start(self.busy_timeout));
+                    if !wait.pause() {
+                        return Err(SqliteFailure {
+                            code: libsqlite3_sys::SQLITE_BUSY,
+                            message: format!(
+                                "the write lock stayed taken for {} ms",
+                                self.busy_timeout.as_millis()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One try at committing `works`, without waiting for anyone.
+    fn attempt(&self, works: &[&Work]) -> Result<Vec<Outcome>, Attempt> {
+        let mut session = lock(&self.session);
+        let Some(Session {
+            statements,
+            connection,
+        }) = session.as_mut()
+        else {
+            return Err(Attempt::Closed);
+        };
+        let _turn = match self.take_turn() {
+            Ok(Some(turn)) => Some(turn),
+            Ok(None) => None,
+            Err(failure) if failure.is_busy() => return Err(Attempt::Busy),
+            Err(failure) => return Err(Attempt::Failed(failure)),
+        };
+        match statements.begin.run() {
+            Ok(()) => {}
+            Err(failure) if failure.is_busy() && !connection.in_transaction() => {
+                return Err(Attempt::Busy);
+            }
+            Err(failure) => {
+                return Err(Attempt::Failed(rolled_back(
+                    connection, statements, failure,
+                )));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(works.len());
+        let mut pending = Pending::default();
+        let applied = works
+            .iter()
+            .try_for_each(|work| {
+                statements
+                    .apply(connection, &mut pending, work)
+                    .map(|outcome| outcomes.push(outcome))
+            })
+            .and_then(|()| statements.write_back(&pending))
+            .and_then(|()| statements.commit.run());
+        match applied {
+            Ok(()) => Ok(outcomes),
+            Err(failure) => Err(Attempt::Failed(rolled_back(
+                connection, statements, failure,
+            ))),
+        }
+    }
+
+    /// Takes this process's turn by `flock`, if the writers take turns that way; a busy failure
+    /// when another process has it.
+    fn take_turn(&self) -> Result<Option<Turn<'_>>, SqliteFailure> {
+        match &self.lock {
+            WriteLock::SqliteOnly => Ok(None),
+            WriteLock::Flock(file) => match file.try_lock() {
+                Ok(()) => Ok(Some(Turn(file))),
+                Err(TryLockError::WouldBlock) => Err(SqliteFailure {
+                    code: libsqlite3_sys::SQLITE_BUSY,
+                    message: "another process holds the writer lock file".into(),
+                }),
+                Err(TryLockError::Error(err)) => Err(SqliteFailure {
+                    code: libsqlite3_sys::SQLITE_IOERR,
+                    message: format!("cannot lock the writer lock file: {err}"),
+                }),
+            },
+        }
+    }
+}
+
+/// Rolls back the open transaction, if any, and passes on why.
+fn rolled_back(
+    connection: &Connection<'_>,
+    statements: &mut Statements<'_>,
+    failure: SqliteFailure,
+) -> SqliteFailure {
+    if connection.in_transaction()
+        && let Err(rollback) = statements.rollback.run()
+    {
+        tracing::error!(error = %rollback, "rollback failed");
+    }
+    failure
+}
+
+/// The failure of a job that reached the writer after it closed.
+fn closed() -> SqliteFailure {
+    SqliteFailure {
+        code: libsqlite3_sys::SQLITE_BUSY,
+        message: "the writer has stopped; the server is shutting down".into(),
+    }
+}
+
+/// Holds the `flock`; releases it when dropped, on every path.
+struct Turn<'f>(&'f File);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.0.unlock() {
+            tracing::error!(error = %err, "cannot release the writer lock file");
+        }
+    }
 }
 
 /// The prepared statements of the write path (transaction control too: parsing `COMMIT` for
@@ -303,7 +631,7 @@ struct Pending {
 }
 
 impl<'c> Statements<'c> {
-    fn prepare(connection: &'c Connection<'c>) -> Result<Self, SqliteFailure> {
+    fn prepare(connection: &Connection<'c>) -> Result<Self, SqliteFailure> {
         Ok(Self {
             begin: connection.prepare(sql::BEGIN_WRITE)?,
             commit: connection.prepare(sql::COMMIT)?,
@@ -339,10 +667,10 @@ impl<'c> Statements<'c> {
                 // One time for the whole batch: its transactions commit at the same instant,
                 // and it is taken under the write lock, so it never goes backwards across
                 // batches, whichever process commits them.
+                // RFC 3339, UTC, milliseconds: `2024-01-17T02:34:41.217Z` (no format string to parse
+                // for every batch, as `format` would).
                 let committed_at = pending.committed_at.get_or_insert_with(|| {
-                    chrono::Utc::now()
-                        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-                        .to_string()
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 });
                 let insert = &mut self.insert_transaction;
                 insert.bind_i64(1, client.0)?;
@@ -415,168 +743,5 @@ impl<'c> Statements<'c> {
             update.run()?;
         }
         Ok(())
-    }
-}
-
-/// The writer thread's state: the queue's receiving end and how to group what it takes.
-struct Batcher {
-    jobs: mpsc::Receiver<Message>,
-    batch_max: usize,
-    lock: WriteLock,
-    counters: Arc<Counters>,
-    /// Metrics: the size of every batch committed (`GET /metrics`).
-    batch_sizes: Histogram,
-}
-
-impl Batcher {
-    /// Prepares the statements, says so on `ready`, then commits batches until asked to stop
-    /// (returns where to say it stopped) or until every sender is gone.
-    fn serve(
-        &self,
-        connection: &Connection<'_>,
-        ready: oneshot::Sender<Result<(), StorageError>>,
-    ) -> Option<oneshot::Sender<()>> {
-        let mut statements = match Statements::prepare(connection) {
-            Ok(statements) => statements,
-            Err(failure) => {
-                ready.send(Err(failure.into())).ok();
-                return None;
-            }
-        };
-        ready.send(Ok(())).ok();
-        let stopped = self.commit_until_stopped(connection, &mut statements);
-        // If this connection closes last, SQLite checkpoints through it: with its syncs.
-        if let Err(failure) = statements.sync_normal.run() {
-            tracing::warn!(error = %failure, "cannot restore synchronous=NORMAL before closing");
-        }
-        stopped
-    }
-
-    fn commit_until_stopped(
-        &self,
-        connection: &Connection<'_>,
-        statements: &mut Statements<'_>,
-    ) -> Option<oneshot::Sender<()>> {
-        let mut batch = Vec::with_capacity(self.batch_max);
-        loop {
-            let mut stop = match self.jobs.recv() {
-                Ok(Message::Job(job)) => {
-                    batch.push(job);
-                    None
-                }
-                Ok(Message::Jobs(jobs)) => {
-                    batch.extend(jobs);
-                    None
-                }
-                Ok(Message::Stop(done)) => return Some(done),
-                Err(mpsc::RecvError) => return None,
-            };
-            while batch.len() < self.batch_max && stop.is_none() {
-                match self.jobs.try_recv() {
-                    Ok(Message::Job(job)) => batch.push(job),
-                    Ok(Message::Jobs(jobs)) => batch.extend(jobs),
-                    Ok(Message::Stop(done)) => stop = Some(done),
-                    Err(_) => break,
-                }
-            }
-            self.commit(connection, statements, &mut batch);
-            if stop.is_some() {
-                return stop;
-            }
-        }
-    }
-
-    /// Applies `batch` in one transaction and answers every job in it; empties `batch`.
-    fn commit(
-        &self,
-        connection: &Connection<'_>,
-        statements: &mut Statements<'_>,
-        batch: &mut Vec<Job>,
-    ) {
-        let size = batch.len() as u64;
-        self.counters.batches.fetch_add(1, Relaxed);
-        self.counters.jobs.fetch_add(size, Relaxed);
-        self.counters.largest.fetch_max(size, Relaxed);
-        self.batch_sizes.record(size as f64);
-        match self.transaction(connection, statements, batch.iter().map(|job| &job.work)) {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    job.reply.send(Ok(outcome)).ok();
-                }
-            }
-            Err(failure) if failure.is_busy() || batch.len() == 1 => {
-                for job in batch.drain(..) {
-                    job.reply.send(Err(failure.clone().into())).ok();
-                }
-            }
-            Err(failure) => {
-                tracing::warn!(error = %failure, jobs = batch.len(), "batch rolled back; applying its jobs one by one");
-                self.counters.retried.fetch_add(1, Relaxed);
-                for job in batch.drain(..) {
-                    let answer = self
-                        .transaction(connection, statements, std::iter::once(&job.work))
-                        .map(|mut outcomes| outcomes.remove(0))
-                        .map_err(StorageError::from);
-                    job.reply.send(answer).ok();
-                }
-            }
-        }
-    }
-
-    /// Runs `works` in one `BEGIN IMMEDIATE ... COMMIT`, under the cross-process lock if there
-    /// is one. On any failure the transaction is rolled back and nothing of it is written.
-    fn transaction<'w>(
-        &self,
-        connection: &Connection<'_>,
-        statements: &mut Statements<'_>,
-        works: impl ExactSizeIterator<Item = &'w Work>,
-    ) -> Result<Vec<Outcome>, SqliteFailure> {
-        let _turn = self.take_turn()?;
-        statements.begin.run()?;
-        let mut outcomes = Vec::with_capacity(works.len());
-        let mut pending = Pending::default();
-        let applied = works
-            .into_iter()
-            .try_for_each(|work| {
-                statements
-                    .apply(connection, &mut pending, work)
-                    .map(|outcome| outcomes.push(outcome))
-            })
-            .and_then(|()| statements.write_back(&pending))
-            .and_then(|()| statements.commit.run());
-        if let Err(failure) = applied {
-            if connection.in_transaction()
-                && let Err(rollback) = statements.rollback.run()
-            {
-                tracing::error!(error = %rollback, "rollback failed");
-            }
-            return Err(failure);
-        }
-        Ok(outcomes)
-    }
-
-    /// Waits for this process's turn to write, if the writers take turns by `flock`.
-    fn take_turn(&self) -> Result<Option<Turn<'_>>, SqliteFailure> {
-        match &self.lock {
-            WriteLock::SqliteOnly => Ok(None),
-            WriteLock::Flock(file) => {
-                file.lock().map_err(|err| SqliteFailure {
-                    code: libsqlite3_sys::SQLITE_IOERR,
-                    message: format!("cannot lock the writer lock file: {err}"),
-                })?;
-                Ok(Some(Turn(file)))
-            }
-        }
-    }
-}
-
-/// Holds the `flock`; releases it when dropped, on every path.
-struct Turn<'f>(&'f File);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        if let Err(err) = self.0.unlock() {
-            tracing::error!(error = %err, "cannot release the writer lock file");
-        }
     }
 }

@@ -2,8 +2,8 @@
 //! and a failure inside a batch (a statement, or its COMMIT) fails only its own request.
 //!
 //! To make a batch happen on purpose, the test holds SQLite's write lock from its own connection
-//! to the server's file: the first request sent takes the writer thread into a wait for the lock,
-//! the requests sent next queue behind it, and when the test commits they are committed together.
+//! to the server's file: the first request sent takes the writer into a wait for the lock, the
+//! requests sent next queue behind it, and when the test commits they are committed together.
 //! `GET /metrics` then shows the batch's size. The failures are real SQLite failures, caused by a
 //! trigger or a deferred foreign key the test adds to the schema while it holds the lock.
 
