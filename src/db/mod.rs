@@ -459,6 +459,9 @@ impl Sqlite {
 
     /// The client's statement: balance, limit and latest transactions, from one snapshot.
     pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
+        if let Some(rows) = self.writer.statement_rows(client.id, STATEMENT_LENGTH) {
+            return statement_from_rows(rows, |time| time);
+        }
         let rows: Vec<StatementRow<String>> = sqlx::query_as(sql::STATEMENT)
             .bind(client.id.0)
             .bind(STATEMENT_LENGTH)

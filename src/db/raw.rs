@@ -194,20 +194,27 @@ impl Statement<'_> {
     ) -> Result<Option<T>, SqliteFailure> {
         let mut read = Some(read);
         let mut first = None;
+        self.each_row(|row| {
+            if let Some(read) = read.take() {
+                first = Some(read(row));
+            }
+        })?;
+        Ok(first)
+    }
+
+    /// Runs the statement to its end, handing every row to `read`; then resets it for the next
+    /// run (keeping the bindings until they are replaced).
+    pub fn each_row(&mut self, mut read: impl FnMut(&Row<'_>)) -> Result<(), SqliteFailure> {
         let outcome = loop {
-            // SAFETY: the statement is alive and owned by this thread.
+            // SAFETY: the statement is alive and used by one thread at a time.
             match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
-                ffi::SQLITE_ROW => {
-                    if let Some(read) = read.take() {
-                        first = Some(read(&Row {
-                            stmt: self.stmt,
-                            columns: self.columns(),
-                            _statement: PhantomData,
-                        }));
-                    }
-                }
-                ffi::SQLITE_DONE => break Ok(first),
-                rc => break check(self.handle, rc).map(|()| first),
+                ffi::SQLITE_ROW => read(&Row {
+                    stmt: self.stmt,
+                    columns: self.columns(),
+                    _statement: PhantomData,
+                }),
+                ffi::SQLITE_DONE => break Ok(()),
+                rc => break check(self.handle, rc),
             }
         };
         // SAFETY: the statement is alive. Its return code repeats the step's error, already taken.
@@ -241,6 +248,31 @@ impl Row<'_> {
                 ffi::SQLITE_NULL => None,
                 _ => Some(ffi::sqlite3_column_int64(self.stmt.as_ptr(), index)),
             }
+        }
+    }
+}
+
+impl Row<'_> {
+    /// Column `index` (from 0) as text, or `None` when it is NULL or not a column. Text that is
+    /// not UTF-8 (never written by this service) is read with replacement characters.
+    pub fn text(&self, index: c_int) -> Option<String> {
+        if !(0..self.columns).contains(&index) {
+            return None;
+        }
+        // SAFETY: a row is current and `index` is one of its columns (as in `i64`). The text
+        // pointer stays valid until the next call on the statement, and `bytes` (asked after
+        // it, as SQLite requires) is its length; it is copied at once.
+        unsafe {
+            if ffi::sqlite3_column_type(self.stmt.as_ptr(), index) == ffi::SQLITE_NULL {
+                return None;
+            }
+            let text = ffi::sqlite3_column_text(self.stmt.as_ptr(), index);
+            let bytes = ffi::sqlite3_column_bytes(self.stmt.as_ptr(), index);
+            if text.is_null() {
+                return None;
+            }
+            let bytes = std::slice::from_raw_parts(text, usize::try_from(bytes).unwrap_or(0));
+            Some(String::from_utf8_lossy(bytes).into_owned())
         }
     }
 }

@@ -50,7 +50,7 @@ use sqlx::{Connection as _, SqliteConnection};
 use tokio::sync::oneshot;
 
 use super::raw::{Connection, SqliteFailure, Statement};
-use super::{StorageError, busy, sql};
+use super::{StatementRow, StorageError, busy, sql};
 use crate::domain::{ClientId, NewTransaction, balance_after};
 
 /// What a job asks of the ledger.
@@ -289,6 +289,46 @@ impl Writer {
             let (done, closed) = oneshot::channel();
             if release.send(done).is_ok() {
                 closed.await.ok();
+            }
+        }
+    }
+
+    /// Reads `client`'s statement (`sql::STATEMENT`, at most `length` transactions) on the write
+    /// connection, on the caller's thread, between commits: one `SELECT`, so one snapshot, and no
+    /// thread hand-off, where a reader connection costs two (sqlx runs each on a thread of its
+    /// own: with them, statements, 3% of the requests, took 13% of an instance's CPU). A read
+    /// needs no write lock, so it never waits for the other process. `None` when the writer is
+    /// closed, or if SQLite answers busy (it can while another connection recovers the WAL):
+    /// the caller then reads through the reader pool.
+    pub fn statement_rows(
+        &self,
+        client: ClientId,
+        length: u32,
+    ) -> Option<Vec<StatementRow<String>>> {
+        let mut session = lock(&self.shared.session);
+        let statement = &mut session.as_mut()?.statements.statement;
+        let mut rows = Vec::with_capacity(length as usize + 1);
+        let read = statement
+            .bind_i64(1, client.0)
+            .and_then(|()| statement.bind_i64(2, i64::from(length)))
+            .and_then(|()| {
+                statement.each_row(|row| {
+                    rows.push((
+                        row.text(0).unwrap_or_default(),
+                        row.i64(1).unwrap_or_default(),
+                        row.i64(2).unwrap_or_default(),
+                        row.i64(3),
+                        row.text(4),
+                        row.text(5),
+                        row.text(6),
+                    ));
+                })
+            });
+        match read {
+            Ok(()) => Some(rows),
+            Err(failure) => {
+                tracing::debug!(error = %failure, "statement on the write connection failed; using a reader");
+                None
             }
         }
     }
@@ -608,6 +648,8 @@ struct Statements<'c> {
     delete_transactions: Statement<'c>,
     zero_balances: Statement<'c>,
     sync_normal: Statement<'c>,
+    /// Not a write: a client's statement, read on this connection (see [`Writer::statement_rows`]).
+    statement: Statement<'c>,
 }
 
 /// A client's account as the open transaction has it so far.
@@ -642,6 +684,7 @@ impl<'c> Statements<'c> {
             delete_transactions: connection.prepare(sql::DELETE_TRANSACTIONS)?,
             zero_balances: connection.prepare(sql::ZERO_BALANCES)?,
             sync_normal: connection.prepare(sql::SYNC_NORMAL)?,
+            statement: connection.prepare(sql::STATEMENT)?,
         })
     }
 
