@@ -30,7 +30,8 @@ pub struct Config {
     pub pg_connections: u32,
     /// `API_WORKERS`: Actix worker threads; default, the CPUs this process may use.
     pub workers: usize,
-    /// `DB_READ_CONNECTIONS`: connections that serve statements (each has its own thread).
+    /// `DB_READ_CONNECTIONS`: connections for checkpoints, health checks, and statements when the
+    /// write connection answers busy (each has its own thread).
     pub read_connections: u32,
     /// `DB_WRITE_BATCH_MAX`: the most transactions the writer commits together (group commit).
     /// It bounds how long one process holds the write lock at once; 1 turns grouping off.
