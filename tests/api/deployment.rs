@@ -40,12 +40,21 @@ fn compose_file(file: &str) -> Value {
     value
 }
 
-/// The (CPU thousandths, MB) a compose file's services may use in all; panics on a service
-/// without limits, a health check or a restart policy (see the test below for why).
+/// Whether a service is in the `observability` profile (outside the challenge's budget).
+fn observability(service: &Value) -> bool {
+    strings(&service["profiles"]) == ["observability"]
+}
+
+/// The (CPU thousandths, MB) a compose file's challenge services (all but the observability
+/// profile's) may use in all; panics on a service without limits, a health check or a restart
+/// policy (see the test below for why).
 fn budget(compose: &Value) -> (u64, u64) {
     let (mut cpus, mut memory) = (0, 0);
     for (name, service) in compose["services"].as_mapping().expect("services") {
         let name = name.as_str().expect("service name");
+        if observability(service) {
+            continue;
+        }
         assert!(
             service["healthcheck"].is_null(),
             "{name} has a health check"
@@ -72,13 +81,23 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
     let services: BTreeSet<&str> = compose["services"]
         .as_mapping()
         .expect("services")
-        .keys()
-        .filter_map(Value::as_str)
+        .iter()
+        .filter(|(_, service)| !observability(service))
+        .filter_map(|(name, _)| name.as_str())
         .collect();
     assert_eq!(
         services,
         BTreeSet::from(["api01", "api02", "nginx", "postgres"])
     );
+    // The observability profile is docker-compose.yml's, service for service (the same
+    // prometheus.yml scrapes the same service names).
+    for name in ["prometheus", "nginx-exporter"] {
+        assert_eq!(
+            service(&compose, name),
+            service(&sqlite, name),
+            "{name} as in docker-compose.yml"
+        );
+    }
     let (cpus, memory) = budget(&compose);
     assert!(cpus <= 1500, "CPU limits sum to {cpus} thousandths");
     assert!(memory <= 550, "memory limits sum to {memory} MB");
@@ -228,7 +247,7 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
     let observability: BTreeSet<&str> = services
         .iter()
         .copied()
-        .filter(|name| strings(&service(&compose, name)["profiles"]) == ["observability"])
+        .filter(|name| observability(service(&compose, name)))
         .collect();
     assert_eq!(
         observability,
