@@ -2,9 +2,10 @@
 //! waiting for a slot, and a JSON `503` with `Retry-After` for the rest. Off by default.
 //!
 //! The one decision: shedding is off unless asked for. The challenge scores a shed request as a
-//! failure, while a queued one still passes if it is answered within 250 ms, and the measured
-//! stack (README, "Overload") keeps p99 well inside that at twice its capacity; so by default
-//! every request queues (in the kernel's backlog, nginx and Actix). Turn it on where a late
+//! failure, while a queued one still passes if it is answered within 250 ms; the challenge's load
+//! is far below the stack's capacity, and at 2x and 5x of a CPU-bound stack shedding here shed
+//! almost nothing and kept nothing fast (README, "Overload policy"); so by default every request
+//! queues (in the kernel's backlog, nginx and Actix). Turn it on where a late
 //! answer is worth less than a quick refusal the client can retry (see the README for when).
 //!
 //! One [`Limiter`] is shared by all of an instance's Actix workers. A shed request is not logged:

@@ -824,3 +824,95 @@ async fn scripts_stack_starts_once_restarts_what_died_and_stops_only_its_own_pro
     );
     assert!(text(&down).contains("stale pid file"), "{}", text(&down));
 }
+
+/// Sends `request` as is on a new connection to nginx and reads the answer to its end (the
+/// request says `Connection: close`): the status and the body.
+fn raw_exchange(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).expect("nginx accepts");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    socket.write_all(request).expect("nginx reads the request");
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).expect("nginx answers");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {text:?}"));
+    let body = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => answer[end + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+/// Requests that nginx's parser accepts and Actix's refuses. Actix answered them with an empty
+/// 400 (431 for too many headers) and closed the connection, but on a connection it had kept
+/// alive that answer lacked `Connection: close`: nginx pooled the closed connection, the next
+/// request on it was reset, and under `max_fails=1` both instances were soon marked failed, so
+/// every request got a 502 for 2 s (what `scripts/hostile-stack` found). Sequential, so each
+/// hostile request can leave a connection in nginx's pool for the next ones to pick up.
+#[tokio::test]
+async fn hostile_http_never_poisons_nginx_upstream_connections() {
+    let stack = Stack::up();
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let hostile: [Vec<u8>; 4] = [
+        b"POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\nX-Junk: \x01\x02\r\n\
+          Content-Length: 30\r\nConnection: close\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            .to_vec(),
+        b"GET /clientes/\xc3\xa9/extrato HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /clientes/1/extrato<x> HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+        format!(
+            "GET /clientes/1/extrato HTTP/1.1\r\nHost: x\r\n{many_headers}Connection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    ];
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    let (mut server_errors, mut not_json) = (Vec::new(), Vec::new());
+    let mut applied = 0;
+    for round in 0..200 {
+        for (kind, request) in hostile.iter().enumerate() {
+            let (status, body) = raw_exchange(stack.port, request);
+            *statuses.entry(status).or_default() += 1;
+            let answer = format!(
+                "round {round}, request {kind}: {status} {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            if status >= 500 {
+                server_errors.push(answer);
+            } else if status >= 400
+                && !serde_json::from_slice::<serde_json::Value>(&body)
+                    .is_ok_and(|error| error["error"].is_string())
+            {
+                not_json.push(answer);
+            }
+        }
+        // Then ordinary traffic, which picks up whatever connections nginx pooled.
+        let answer = stack
+            .transaction(1, &body(1, "c", &format!("r{round}")))
+            .await;
+        match answer.status {
+            StatusCode::OK => applied += 1,
+            status => server_errors.push(format!("round {round}, a transaction: {status}")),
+        }
+        let statement = stack.statement(2).await;
+        if statement.status != StatusCode::OK {
+            server_errors.push(format!("round {round}, a statement: {}", statement.status));
+        }
+    }
+    eprintln!("hostile requests through nginx, by status: {statuses:?}");
+    let errors = stack.nginx_errors();
+    assert!(
+        server_errors.is_empty() && !errors.contains("upstream"),
+        "{} answers failed: {server_errors:#?}\nnginx's error log:\n{errors}",
+        server_errors.len()
+    );
+    assert!(
+        not_json.is_empty(),
+        "every 4xx is JSON {{\"error\"}}: {not_json:#?}"
+    );
+    assert_eq!(stack.statement(1).await.total(), applied);
+}

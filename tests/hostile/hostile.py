@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from collections import Counter
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 BASE = urlsplit(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:9999")
 TOTAL = int(os.environ.get("HOSTILE_REQUESTS", "100000"))
@@ -111,7 +111,7 @@ async def send(raw, head_only):
 
 def accepted_amount(path, data):
     """(client, signed amount) a 200 on a transaction POST applied, from the body we sent."""
-    client = int(path.split("/")[2])
+    client = int(unquote(path.split("/")[2]))  # the API decodes "%31" as "1", as RFC 3986 has it
     fields = json.loads(data)
     return client, fields["valor"] if fields["tipo"] == "c" else -fields["valor"]
 
@@ -144,8 +144,15 @@ async def main():
                     ok = False
                 if not ok:
                     bad.append((method, path, status, content[:200]))
-            elif status == 200 and method == "POST" and path.endswith("/transacoes") and path.startswith("/clientes/"):
-                client, amount = accepted_amount(path, data)
+            elif status == 200 and method == "POST":
+                # Any 200 on a POST must be an applied transaction; the audit finds out if not.
+                # "/clientes/%31/transacoes#f" is one, on client 1: nginx passes the target as
+                # sent, and the API's URI parser drops the fragment and decodes the escape.
+                try:
+                    client, amount = accepted_amount(path.split("#")[0], data)
+                except Exception:  # noqa: BLE001 - a 200 that no valid transaction explains
+                    bad.append((method, path, status, content[:200]))
+                    continue
                 applied[client] += amount
 
     await send(f"POST /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(), False)
