@@ -117,14 +117,7 @@ extern "C" fn on_busy(timeout_ms: *mut c_void, attempt: c_int) -> c_int {
         STATS.timeouts.fetch_add(1, Relaxed);
         return 0;
     }
-    std::thread::sleep(pause(attempt));
-    let after = Instant::now();
-    STATS
-        .waited_ns
-        .fetch_add(nanos(after.duration_since(now)), Relaxed);
-    STATS
-        .longest_ns
-        .fetch_max(nanos(after.duration_since(started)), Relaxed);
+    sleep_counted(attempt, started);
     1
 }
 
@@ -158,17 +151,23 @@ impl Wait {
         if self.attempt > 0 {
             STATS.retries.fetch_add(1, Relaxed);
         }
-        std::thread::sleep(pause(self.attempt));
+        sleep_counted(self.attempt, self.started);
         self.attempt = self.attempt.saturating_add(1);
-        let after = Instant::now();
-        STATS
-            .waited_ns
-            .fetch_add(nanos(after.duration_since(now)), Relaxed);
-        STATS
-            .longest_ns
-            .fetch_max(nanos(after.duration_since(self.started)), Relaxed);
         true
     }
+}
+
+/// Sleeps [`pause`]`(attempt)` and counts the time slept, and the wait begun at `started`.
+fn sleep_counted(attempt: c_int, started: Instant) {
+    let before = Instant::now();
+    std::thread::sleep(pause(attempt));
+    let after = Instant::now();
+    STATS
+        .waited_ns
+        .fetch_add(nanos(after.duration_since(before)), Relaxed);
+    STATS
+        .longest_ns
+        .fetch_max(nanos(after.duration_since(started)), Relaxed);
 }
 
 /// The pause before attempt `attempt + 1`: doubling from [`FIRST_PAUSE`] up to [`LONGEST_PAUSE`].
