@@ -238,34 +238,21 @@ pub struct Row<'s> {
 impl Row<'_> {
     /// Column `index` (from 0) as an integer, or `None` when it is NULL or not a column.
     pub fn i64(&self, index: c_int) -> Option<i64> {
-        if !(0..self.columns).contains(&index) {
-            return None;
-        }
-        // SAFETY: a row is current (a `Row` exists only between a step that returned
-        // SQLITE_ROW and the next call on the statement) and `index` is one of its columns.
-        unsafe {
-            match ffi::sqlite3_column_type(self.stmt.as_ptr(), index) {
-                ffi::SQLITE_NULL => None,
-                _ => Some(ffi::sqlite3_column_int64(self.stmt.as_ptr(), index)),
-            }
-        }
+        // SAFETY: a row is current and `index` is one of its columns (`has_value`).
+        self.has_value(index)
+            .then(|| unsafe { ffi::sqlite3_column_int64(self.stmt.as_ptr(), index) })
     }
-}
 
-impl Row<'_> {
     /// Column `index` (from 0) as text, or `None` when it is NULL or not a column. Text that is
     /// not UTF-8 (never written by this service) is read with replacement characters.
     pub fn text(&self, index: c_int) -> Option<String> {
-        if !(0..self.columns).contains(&index) {
+        if !self.has_value(index) {
             return None;
         }
-        // SAFETY: a row is current and `index` is one of its columns (as in `i64`). The text
+        // SAFETY: a row is current and `index` is one of its columns (`has_value`). The text
         // pointer stays valid until the next call on the statement, and `bytes` (asked after
         // it, as SQLite requires) is its length; it is copied at once.
         unsafe {
-            if ffi::sqlite3_column_type(self.stmt.as_ptr(), index) == ffi::SQLITE_NULL {
-                return None;
-            }
             let text = ffi::sqlite3_column_text(self.stmt.as_ptr(), index);
             let bytes = ffi::sqlite3_column_bytes(self.stmt.as_ptr(), index);
             if text.is_null() {
@@ -274,6 +261,14 @@ impl Row<'_> {
             let bytes = std::slice::from_raw_parts(text, usize::try_from(bytes).unwrap_or(0));
             Some(String::from_utf8_lossy(bytes).into_owned())
         }
+    }
+
+    /// Whether `index` is one of the row's columns and holds something other than NULL.
+    fn has_value(&self, index: c_int) -> bool {
+        // SAFETY: a row is current (a `Row` exists only between a step that returned
+        // SQLITE_ROW and the next call on the statement) and `index` is one of its columns.
+        (0..self.columns).contains(&index)
+            && unsafe { ffi::sqlite3_column_type(self.stmt.as_ptr(), index) } != ffi::SQLITE_NULL
     }
 }
 
