@@ -479,10 +479,7 @@ impl Shared {
         self.counters.jobs.fetch_add(size, Relaxed);
         self.counters.largest.fetch_max(size, Relaxed);
         self.batch_sizes.record(size as f64);
-        let works: Vec<&Work> = batch.iter().map(|job| &job.work).collect();
-        let result = self.transaction(&works).await;
-        drop(works);
-        match result {
+        match self.transaction(&batch).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     job.reply.send(Ok(outcome)).ok();
@@ -498,7 +495,7 @@ impl Shared {
                 self.counters.retried.fetch_add(1, Relaxed);
                 for job in batch {
                     let answer = self
-                        .transaction(&[&job.work])
+                        .transaction(std::slice::from_ref(&job))
                         .await
                         .map(|mut outcomes| outcomes.remove(0))
                         .map_err(StorageError::from);
@@ -508,13 +505,13 @@ impl Shared {
         }
     }
 
-    /// Runs `works` in one `BEGIN IMMEDIATE ... COMMIT`, waiting for the lock in pauses while
-    /// another process holds it (up to the busy timeout). On any failure the transaction is
-    /// rolled back and nothing of it is written.
-    async fn transaction(&self, works: &[&Work]) -> Result<Vec<Outcome>, SqliteFailure> {
+    /// Runs the work of `jobs` in one `BEGIN IMMEDIATE ... COMMIT`, waiting for the lock in
+    /// pauses while another process holds it (up to the busy timeout). On any failure the
+    /// transaction is rolled back and nothing of it is written.
+    async fn transaction(&self, jobs: &[Job]) -> Result<Vec<Outcome>, SqliteFailure> {
         let mut wait: Option<busy::Wait> = None;
         loop {
-            match self.attempt(works) {
+            match self.attempt(jobs) {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Attempt::Failed(failure)) => return Err(failure),
                 Err(Attempt::Closed) => return Err(closed()),
@@ -537,8 +534,8 @@ impl Shared {
         }
     }
 
-    /// One try at committing `works`, without waiting for anyone.
-    fn attempt(&self, works: &[&Work]) -> Result<Vec<Outcome>, Attempt> {
+    /// One try at committing the work of `jobs`, without waiting for anyone.
+    fn attempt(&self, jobs: &[Job]) -> Result<Vec<Outcome>, Attempt> {
         let mut session = lock(&self.session);
         let Some(Session {
             statements,
@@ -564,13 +561,13 @@ impl Shared {
                 )));
             }
         }
-        let mut outcomes = Vec::with_capacity(works.len());
+        let mut outcomes = Vec::with_capacity(jobs.len());
         let mut pending = Pending::default();
-        let applied = works
+        let applied = jobs
             .iter()
-            .try_for_each(|work| {
+            .try_for_each(|job| {
                 statements
-                    .apply(connection, &mut pending, work)
+                    .apply(connection, &mut pending, &job.work)
                     .map(|outcome| outcomes.push(outcome))
             })
             .and_then(|()| statements.write_back(&pending))
