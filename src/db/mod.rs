@@ -8,16 +8,17 @@
 //!
 //! SQLite: all writes of a process go through one *writer* ([`writer`]): one connection, and
 //! whatever is waiting committed in one transaction (group commit), on the Actix worker that
-//! read the requests. It holds the
-//! write lock from `BEGIN IMMEDIATE` to `COMMIT`, so it can read an account, check the limit and
-//! write it back with no other process in between: there is no read-then-write race to get
-//! wrong. Across processes sharing the file, writers take turns on SQLite's lock (or, with
-//! `DB_WRITE_LOCK=flock`, on a `flock` too), pausing between attempts ([`busy::Wait`]).
-//! The *reader* pool serves statements, which in WAL mode never wait for writers.
+//! read the requests. It holds the write lock from `BEGIN IMMEDIATE` to `COMMIT`, so it can read
+//! an account, check the limit and write it back with no other process in between: there is no
+//! read-then-write race to get wrong. Across processes sharing the file, writers take turns on
+//! SQLite's lock (or, with `DB_WRITE_LOCK=flock`, on a `flock` too), pausing between attempts
+//! ([`busy::Wait`]). Statements are read on the same connection between commits; in WAL mode a
+//! read never waits for a writer.
 //!
-//! Reads go through sqlx (one hand-off to the connection's thread each); the writer runs its
-//! statements on its connection's raw handle ([`raw`]) because there the hand-offs were most of
-//! the cost of a write.
+//! The writer runs its statements on its connection's raw handle ([`raw`]), because sqlx's
+//! hand-off to the connection's thread for each statement was most of the cost of a write. The
+//! *reader* pool (sqlx) keeps what is off the request path or rare: checkpoints, health checks,
+//! and statements when the write connection answers busy.
 
 pub mod busy;
 pub mod postgres;
