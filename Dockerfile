@@ -27,6 +27,8 @@ WORKDIR /src
 #    to read the manifest at all; it is never built here, so its stub stays (the benches are not
 #    in the build context).
 COPY Cargo.toml Cargo.lock ./
+# The SQLite compile flags (LIBSQLITE3_FLAGS), before anything builds SQLite.
+COPY .cargo/config.toml .cargo/
 COPY load-test/Cargo.toml load-test/
 RUN mkdir -p src load-test/src benches \
     && echo 'fn main() {}' > src/main.rs \

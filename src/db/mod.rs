@@ -460,9 +460,15 @@ impl Sqlite {
 
     /// The client's statement: balance, limit and latest transactions, from one snapshot.
     pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
-        if let Some(rows) = self.writer.statement_rows(client.id, STATEMENT_LENGTH) {
-            return statement_from_rows(rows, |time| time);
+        if let Some(statement) = self.writer.statement(client.id, STATEMENT_LENGTH) {
+            return Ok(statement);
         }
+        self.statement_on_reader(client).await
+    }
+
+    /// The client's statement read through the reader pool (`sql::STATEMENT`): what
+    /// [`Self::statement`] falls back to when the write connection cannot read it.
+    async fn statement_on_reader(&self, client: Client) -> Result<Statement, StorageError> {
         let rows: Vec<StatementRow<String>> = sqlx::query_as(sql::STATEMENT)
             .bind(client.id.0)
             .bind(STATEMENT_LENGTH)
@@ -641,7 +647,107 @@ async fn load_clients(reader: &SqlitePool) -> Result<HashMap<ClientId, Client>, 
 
 #[cfg(test)]
 mod tests {
-    use super::redacted_url;
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same
+    /// real file they must list the same transactions, refusals left out, at most ten, newest
+    /// first, for a client with many, one with a few and one with none.
+    /// A fresh SQLite ledger in `dir`.
+    async fn open_in(dir: &tempfile::TempDir) -> Sqlite {
+        let config = Config {
+            database_url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+            ..Config::default()
+        };
+        Sqlite::connect(&config, Metrics::new(&[]).storage())
+            .await
+            .expect("open the database")
+    }
+
+    /// `.cargo/config.toml`'s LIBSQLITE3_FLAGS reached the bundled SQLite's build.
+    #[tokio::test]
+    async fn the_bundled_sqlite_is_built_without_global_memory_mutexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&db.reader)
+            .await
+            .expect("compile options");
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options
+                .iter()
+                .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_write_connection_and_a_reader_read_the_same_statement() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        let client = |id| db.client(ClientId(id)).expect("a seeded client");
+        let transaction = |amount, kind, description: &str| NewTransaction {
+            amount,
+            kind,
+            description: description.to_owned(),
+        };
+        let mut batch = Vec::new();
+        for n in 1..=14 {
+            batch.push((client(1), transaction(n, Kind::Credit, &format!("c{n}"))));
+            // Far past client 1's limit (100000): refused, so never listed.
+            batch.push((client(1), transaction(10_000_000, Kind::Debit, "refused")));
+        }
+        batch.push((client(2), transaction(7, Kind::Debit, "one")));
+        batch.push((client(2), transaction(3, Kind::Credit, "two")));
+        let answers = db.record_all(batch).await;
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|answer| matches!(answer, Ok(Recorded::Refused(_))))
+                .count(),
+            14
+        );
+        // And some in batches of their own.
+        db.record(client(1), transaction(99, Kind::Debit, "last"))
+            .await
+            .expect("recorded");
+
+        for (id, listed) in [(1, 10), (2, 2), (3, 0)] {
+            let on_writer = db
+                .writer
+                .statement(ClientId(id), STATEMENT_LENGTH)
+                .expect("the write connection reads it");
+            let on_reader = db.statement_on_reader(client(id)).await.expect("read");
+            assert_eq!(on_writer.ultimas_transacoes.len(), listed, "client {id}");
+            assert_eq!(on_writer.ultimas_transacoes, on_reader.ultimas_transacoes);
+            assert_eq!(on_writer.saldo.total, on_reader.saldo.total);
+            assert_eq!(on_writer.saldo.limite, on_reader.saldo.limite);
+            // Both clocks write the same format, so the texts order as the times do.
+            for entry in &on_writer.ultimas_transacoes {
+                assert!(on_writer.saldo.data_extrato >= entry.realizada_em);
+            }
+            chrono::DateTime::parse_from_rfc3339(&on_writer.saldo.data_extrato).expect("RFC 3339");
+        }
+        let newest = db.statement(client(1)).await.expect("statement");
+        let descriptions: Vec<&str> = newest
+            .ultimas_transacoes
+            .iter()
+            .map(|entry| entry.descricao.as_str())
+            .collect();
+        assert_eq!(
+            descriptions,
+            [
+                "last", "c14", "c13", "c12", "c11", "c10", "c9", "c8", "c7", "c6"
+            ]
+        );
+        assert_eq!(newest.saldo.total, (1..=14).sum::<i64>() - 99);
+        db.close().await;
+    }
 
     #[test]
     fn a_logged_url_never_shows_the_password() {

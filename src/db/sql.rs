@@ -57,7 +57,18 @@ pub const UPDATE_ACCOUNT: &str = "UPDATE clientes SET saldo = ?2, ultima_id = ?3
 pub const DELETE_TRANSACTIONS: &str = "DELETE FROM transacoes";
 pub const ZERO_BALANCES: &str = "UPDATE clientes SET saldo = 0, ultima_id = NULL";
 
-/// A client's statement in one snapshot: the read time, the balance and limit, and up to `?2`
+/// Opens the read transaction in which the writer's connection reads a statement (see
+/// `writer::Writer::statement`): `DEFERRED`, so it takes no lock and never waits for a writer;
+/// its snapshot starts at the first `SELECT` ([`ACCOUNT`]) and holds until [`COMMIT`].
+pub const BEGIN_READ: &str = "BEGIN DEFERRED";
+
+/// One transaction of a client's list, by primary key, and the one listed before it.
+///
+/// `?1` transaction id.
+pub const TRANSACTION_BY_ID: &str =
+    "SELECT valor, tipo, descricao, realizada_em, anterior_id FROM transacoes WHERE id = ?1";
+
+/// A client's statement in one snapshot, for a reader connection: the read time, the balance and limit, and up to `?2`
 /// latest transactions (one row each, newest first; one row of NULLs when there is none),
 /// found by walking the client's list from `clientes.ultima_id` back through `anterior_id`:
 /// at most `?2` primary-key lookups.

@@ -691,6 +691,20 @@ fn the_dockerfile_builds_in_stages_and_runs_as_a_non_root_user_who_owns_the_volu
             .iter()
             .all(|args| args.contains("--release") && args.contains("--locked"))
     );
+    // The SQLite compile flags (LIBSQLITE3_FLAGS) reach the image's build: the workspace's
+    // cargo config is copied before the first `cargo build`, which is when SQLite is compiled.
+    let config_copied = instructions
+        .iter()
+        .position(|(op, args)| *op == "COPY" && args.starts_with(".cargo/config.toml"))
+        .expect("the Dockerfile copies .cargo/config.toml");
+    let first_build = instructions
+        .iter()
+        .position(|(op, args)| *op == "RUN" && args.contains("cargo build"))
+        .expect("a cargo build");
+    assert!(
+        config_copied < first_build,
+        ".cargo/config.toml is copied before the first cargo build"
+    );
 
     let user = runtime
         .iter()
