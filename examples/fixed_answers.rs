@@ -11,7 +11,9 @@
 //! Answers: `GET /clientes/{id}/extrato`, a statement of 10 transactions (about 1 KiB, as the
 //! static nginx upstreams answer) with each seeded client's own limit; `POST
 //! /clientes/{id}/transacoes`, the body read in full, then `{"limite":100000,"saldo":-9098}`;
-//! anything else, `404`. One worker, as each instance runs in the compose layout.
+//! `POST /reset`, `200`; anything else, `404`. One worker, as each instance runs in the compose layout.
+
+use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 
@@ -59,8 +61,14 @@ async fn main() -> std::io::Result<()> {
                         .body(r#"{"limite":100000,"saldo":-9098}"#)
                 }),
             )
+            // The load tester's `--reset` (bench-stack's open model) before it starts.
+            .route("/reset", web::post().to(HttpResponse::Ok))
     })
-    .workers(1);
+    .workers(1)
+    // As the API's server (src/startup.rs): idle upstream connections outlive nginx's 60 s, so
+    // nginx never reuses one the server has just closed.
+    .keep_alive(Duration::from_secs(75))
+    .backlog(4096);
     let server = match (std::env::var("FIXED_SOCKET"), std::env::var("FIXED_ADDR")) {
         (Ok(path), _) => {
             std::fs::remove_file(&path).ok();

@@ -686,40 +686,47 @@ mod tests {
 
     /// Open-model latencies count from each request's due instant, so a start that is late by
     /// the tester's own timer inflates them all. tokio's `sleep_until` rounds up to its next
-    /// 1 ms tick; the open model's wait must overshoot far less. Both are measured in the same
-    /// run, interleaved, as a ratio of medians, so a loaded machine slows both alike.
+    /// 1 ms tick (a median lateness of 1.0-1.4 ms measured here); the open model's wait must be
+    /// late by far less (110-250 µs). Both are measured interleaved, as a ratio of medians; a
+    /// machine busy enough to delay every wake-up can spoil one attempt, so it has five, and the
+    /// old wait (a ratio near 1) fails them all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_model_starts_are_not_rounded_to_tokios_millisecond_ticks() {
-        let mut rng = StdRng::seed_from_u64(7);
         use rand::Rng as _;
-        let (mut tokio_late, mut ours_late) = (Vec::new(), Vec::new());
-        for _ in 0..25 {
-            for precise in [false, true] {
-                // Anywhere within a tick from now, a few ticks ahead.
-                let due = Instant::now() + Duration::from_micros(rng.random_range(3_000..4_000));
-                if precise {
-                    sleep_precisely_until(due).await;
-                } else {
-                    sleep_until(due).await;
-                }
-                let late = Instant::now().saturating_duration_since(due);
-                if precise {
-                    &mut ours_late
-                } else {
-                    &mut tokio_late
-                }
-                .push(late);
-            }
-        }
+        let mut rng = StdRng::seed_from_u64(7);
         let median = |late: &mut Vec<Duration>| {
             late.sort();
             late[late.len() / 2]
         };
-        let (tokio_median, ours_median) = (median(&mut tokio_late), median(&mut ours_late));
-        assert!(
-            ours_median * 2 < tokio_median,
-            "median lateness: ours {ours_median:?}, tokio's {tokio_median:?}"
-        );
+        let mut attempts = Vec::new();
+        for _ in 0..5 {
+            let (mut tokio_late, mut ours_late) = (Vec::new(), Vec::new());
+            for _ in 0..25 {
+                for precise in [false, true] {
+                    // Anywhere within a tick, a few ticks ahead.
+                    let due =
+                        Instant::now() + Duration::from_micros(rng.random_range(3_000..4_000));
+                    if precise {
+                        sleep_precisely_until(due).await;
+                    } else {
+                        sleep_until(due).await;
+                    }
+                    let late = Instant::now().saturating_duration_since(due);
+                    if precise {
+                        &mut ours_late
+                    } else {
+                        &mut tokio_late
+                    }
+                    .push(late);
+                }
+            }
+            let (tokio_median, ours_median) = (median(&mut tokio_late), median(&mut ours_late));
+            if ours_median * 2 < tokio_median {
+                return;
+            }
+            attempts.push((ours_median, tokio_median));
+        }
+        panic!("median lateness (ours, tokio's) in every attempt: {attempts:?}");
     }
 
     #[tokio::test(start_paused = true)]

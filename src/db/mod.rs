@@ -650,9 +650,6 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same
-    /// real file they must list the same transactions, refusals left out, at most ten, newest
-    /// first, for a client with many, one with a few and one with none.
     /// A fresh SQLite ledger in `dir`.
     async fn open_in(dir: &tempfile::TempDir) -> Sqlite {
         let config = Config {
@@ -686,6 +683,10 @@ mod tests {
         db.close().await;
     }
 
+    /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same
+    /// real file they must list the same transactions, refusals left out, at most ten, newest
+    /// first, for a client with many, one with a few and one with none. And each read, even a
+    /// failed one, leaves the write connection out of any transaction: the next write commits.
     #[tokio::test]
     async fn the_write_connection_and_a_reader_read_the_same_statement() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -733,6 +734,21 @@ mod tests {
             }
             chrono::DateTime::parse_from_rfc3339(&on_writer.saldo.data_extrato).expect("RFC 3339");
         }
+        // A client with no account row: the read fails inside its transaction, and falls back.
+        assert!(
+            db.writer
+                .statement(ClientId(99), STATEMENT_LENGTH)
+                .is_none()
+        );
+        // After every kind of read, a write still commits on the same connection.
+        let after = db
+            .record(client(3), transaction(5, Kind::Credit, "after"))
+            .await
+            .expect("a write after the reads");
+        assert!(matches!(after, Recorded::Applied(Applied { saldo: 5, .. })));
+        let statement = db.statement(client(3)).await.expect("statement");
+        assert_eq!(statement.ultimas_transacoes.len(), 1);
+
         let newest = db.statement(client(1)).await.expect("statement");
         let descriptions: Vec<&str> = newest
             .ultimas_transacoes

@@ -314,11 +314,11 @@ impl Writer {
         } = session.as_mut()?;
         let read = statements.read_statement(client, length);
         // Ended on every path, so the next batch's `BEGIN IMMEDIATE` finds no transaction open.
+        // By `ROLLBACK`, which ends a read as `COMMIT` would, and can never write: if a failed
+        // batch's own rollback had failed, its transaction is what is open here (and
+        // `BEGIN DEFERRED` failed), and its jobs were answered with errors.
         if connection.in_transaction()
-            && let Err(failure) = statements
-                .commit
-                .run()
-                .or_else(|_| statements.rollback.run())
+            && let Err(failure) = statements.rollback.run()
         {
             tracing::warn!(error = %failure, "cannot end a statement's read transaction");
             return None;
@@ -815,7 +815,8 @@ impl<'c> Statements<'c> {
                 return Err(SqliteFailure {
                     code: libsqlite3_sys::SQLITE_CORRUPT,
                     message: format!(
-                        "client {}'s list points at a missing transaction {id}",
+                        "client {}'s list points at transaction {id}, missing or with a column \
+                         a statement cannot list",
                         client.0
                     ),
                 });
