@@ -353,10 +353,16 @@ impl Sqlite {
         // of the same few pages makes that lookup a long scan. Measured with callgrind, two
         // processes taking turns: 96,000 instructions per transaction in the writer with the
         // map, 50,000 without (BENCHMARKS.md).
+        // And a small page cache (256 pages): each time the other process has committed, which at
+        // load is before nearly every batch, SQLite empties this connection's whole cache, and
+        // with the readers' 16 MiB that emptying (`pcache1TruncateUnsafe`) was 7.8% of the
+        // instance's own code in a `perf` profile at saturation; 1.6% with 256 pages, which
+        // hold every page a batch or a statement touches.
         let write_options = options
             .clone()
             .synchronous(write_sync)
-            .pragma("mmap_size", "0");
+            .pragma("mmap_size", "0")
+            .pragma("cache_size", "256");
         let write_connection = retry_while_busy(deadline, || async {
             let mut connection = write_options.connect().await?;
             install_busy_handler(&mut connection, busy_handler, busy_timeout).await?;
