@@ -59,7 +59,8 @@ pub const ZERO_BALANCES: &str = "UPDATE clientes SET saldo = 0, ultima_id = NULL
 
 /// Opens the read transaction in which the writer's connection reads a statement (see
 /// `writer::Writer::statement`): `DEFERRED`, so it takes no lock and never waits for a writer;
-/// its snapshot starts at the first `SELECT` ([`ACCOUNT`]) and holds until [`COMMIT`].
+/// its snapshot starts at the first `SELECT` ([`ACCOUNT`]) and holds until the writer ends it
+/// with [`ROLLBACK`] (for a read, the same as `COMMIT`, and it can never write).
 pub const BEGIN_READ: &str = "BEGIN DEFERRED";
 
 /// One transaction of a client's list, by primary key, and the one listed before it.
@@ -68,8 +69,9 @@ pub const BEGIN_READ: &str = "BEGIN DEFERRED";
 pub const TRANSACTION_BY_ID: &str =
     "SELECT valor, tipo, descricao, realizada_em, anterior_id FROM transacoes WHERE id = ?1";
 
-/// A client's statement in one snapshot, for a reader connection: the read time, the balance and limit, and up to `?2`
-/// latest transactions (one row each, newest first; one row of NULLs when there is none),
+/// A client's statement in one snapshot, for a reader connection: the read time, the balance
+/// and limit, and up to `?2` latest transactions (one row each, newest first; one row of NULLs
+/// when there is none),
 /// found by walking the client's list from `clientes.ultima_id` back through `anterior_id`:
 /// at most `?2` primary-key lookups.
 /// `data_extrato` comes from the clock that stamps `realizada_em`, so it is never earlier than a

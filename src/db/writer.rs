@@ -763,6 +763,13 @@ impl<'c> Statements<'c> {
         if let Some(index) = pending.accounts.iter().position(|a| a.client == client) {
             return Ok(index);
         }
+        let account = self.read_account(client)?;
+        pending.accounts.push(account);
+        Ok(pending.accounts.len() - 1)
+    }
+
+    /// `client`'s account as the open transaction sees it ([`sql::ACCOUNT`]), unchanged.
+    fn read_account(&mut self, client: ClientId) -> Result<Account, SqliteFailure> {
         self.account.bind_i64(1, client.0)?;
         let row = self
             .account
@@ -773,14 +780,13 @@ impl<'c> Statements<'c> {
                 message: format!("client {} has no account row", client.0),
             });
         };
-        pending.accounts.push(Account {
+        Ok(Account {
             client,
             balance,
             limit,
             newest,
             changed: false,
-        });
-        Ok(pending.accounts.len() - 1)
+        })
     }
 
     /// Opens a read transaction and reads `client`'s statement in it (the caller ends it).
@@ -790,16 +796,8 @@ impl<'c> Statements<'c> {
         length: u32,
     ) -> Result<domain::Statement, SqliteFailure> {
         self.begin_read.run()?;
-        self.account.bind_i64(1, client.0)?;
-        let row = self
-            .account
-            .first_row(|row| (row.i64(0), row.i64(1), row.i64(2)))?;
-        let Some((Some(total), Some(limite), mut next)) = row else {
-            return Err(SqliteFailure {
-                code: libsqlite3_sys::SQLITE_NOTFOUND,
-                message: format!("client {} has no account row", client.0),
-            });
-        };
+        let account = self.read_account(client)?;
+        let mut next = account.newest;
         // Taken once the snapshot holds: every transaction it lists committed before now, and
         // was stamped (by the same clock, see `apply`) before its commit.
         let data_extrato = rfc3339_now();
@@ -826,9 +824,9 @@ impl<'c> Statements<'c> {
         }
         Ok(domain::Statement {
             saldo: StatementBalance {
-                total,
+                total: account.balance,
                 data_extrato,
-                limite,
+                limite: account.limit,
             },
             ultimas_transacoes,
         })
