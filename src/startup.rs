@@ -19,7 +19,6 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
 use crate::db::{Database, StorageError};
-use crate::error::MAX_BODY_BYTES;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Document};
 use crate::overload::{self, Limiter, OverloadSettings};
@@ -186,7 +185,6 @@ pub fn serve(
         App::new()
             .app_data(db.clone())
             .app_data(metrics.clone())
-            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(document.clone())
             .app_data(limiter.clone())
             .configure(openapi::routes)

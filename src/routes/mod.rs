@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per resource. Each one extracts, validates, makes one storage call and
 //! answers: no SQL and no status codes here (those live in `db` and `error`).
 
+pub mod body;
 pub mod fallback;
 pub mod health;
 pub mod metrics;

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 
+use super::body::Body;
 use super::find_client;
 use crate::db::{Database, Recorded};
 use crate::domain::NewTransaction;
@@ -10,7 +11,7 @@ use crate::metrics::Metrics;
 
 /// Applies a transaction and answers the client's limit and new balance.
 ///
-/// The body is taken as raw bytes and parsed as JSON whatever its `Content-Type`, so a body sent
+/// The body is taken as raw bytes (`body::Body`) and parsed as JSON whatever its `Content-Type`, so a body sent
 /// with curl's `-d` (a form type) is read like any other.
 #[utoipa::path(
     post,
@@ -32,10 +33,10 @@ pub async fn create(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     id: web::Path<String>,
-    body: Result<web::Bytes, actix_web::Error>,
+    body: Result<Body, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let client = find_client(&db, &id)?;
-    let transaction = NewTransaction::from_json(&body.map_err(ApiError::from_body_error)?)?;
+    let transaction = NewTransaction::from_json(&body?.0)?;
     let kind = transaction.kind;
     let recorded = db.record(client, transaction).await?;
     metrics.transaction(kind, matches!(recorded, Recorded::Applied(_)));

@@ -330,3 +330,111 @@ async fn unknown_fields_are_ignored() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.saldo(), 2);
 }
+
+/// Sends `pieces` one after the other on a new connection, pausing between them, then (when
+/// `half_close`) ends the sending side, and reads the answer to its end: status and body.
+async fn exchange_in_pieces(app: &TestApp, pieces: &[&[u8]], half_close: bool) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the server accepts");
+    for piece in pieces {
+        socket.write_all(piece).await.expect("the server reads");
+        socket.flush().await.expect("flush");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    if half_close {
+        socket.shutdown().await.expect("shutdown");
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("the answer is read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
+/// `data` as one chunk of a chunked body.
+fn chunk(data: impl AsRef<str>) -> String {
+    let data = data.as_ref();
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+const CHUNKED_HEAD: &[u8] = b"POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\n\
+    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_is_read_whole() {
+    let app = spawn_app().await;
+    let pieces = [
+        r#"{"valor": 7"#,
+        r#", "tipo": "c","#,
+        r#" "descricao": "part"}"#,
+    ]
+    .map(chunk);
+    let (status, answer) = exchange_in_pieces(
+        &app,
+        &[
+            CHUNKED_HEAD,
+            pieces[0].as_bytes(),
+            pieces[1].as_bytes(),
+            pieces[2].as_bytes(),
+            b"0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
+    assert_eq!(answer["saldo"], 7, "{answer}");
+    assert_eq!(snapshot(&app).await, (7, vec!["part".to_owned()]));
+}
+
+#[tokio::test]
+async fn a_body_in_pieces_past_the_limit_or_cut_short_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let before = snapshot(&app).await;
+
+    // No Content-Length to refuse it by: the limit is counted as the chunks arrive.
+    let piece = chunk(" ".repeat(0x2000));
+    let (status, answer) = exchange_in_pieces(
+        &app,
+        &[
+            CHUNKED_HEAD,
+            chunk(r#"{"valor": 1,"#).as_bytes(),
+            piece.as_bytes(),
+            piece.as_bytes(),
+            b"0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("larger than 16384 bytes"), "{answer}");
+
+    // A body shorter than its Content-Length, its connection then closed by the client.
+    let (status, answer) = exchange_in_pieces(
+        &app,
+        &[
+            b"POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n",
+            b"{\"valor\": 1, \"tipo\": \"c\", \"descricao\": \"cut\"}",
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("could not be read"), "{answer}");
+
+    assert_eq!(snapshot(&app).await, before);
+}
