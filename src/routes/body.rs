@@ -22,7 +22,7 @@ use crate::error::{ApiError, MAX_BODY_BYTES};
 
 /// The whole request body. Extracting it fails with [`ApiError::PayloadTooLarge`] past
 /// [`MAX_BODY_BYTES`] (at once when `Content-Length` says so), and with
-/// [`ApiError::UnreadableBody`] when the body is cut short.
+/// [`ApiError::UnreadableBody`] when the body cannot be read (cut short, a malformed chunk).
 #[derive(Debug)]
 pub struct Body(pub Bytes);
 

@@ -11,8 +11,8 @@ use crate::metrics::Metrics;
 
 /// Applies a transaction and answers the client's limit and new balance.
 ///
-/// The body is taken as raw bytes (`body::Body`) and parsed as JSON whatever its `Content-Type`, so a body sent
-/// with curl's `-d` (a form type) is read like any other.
+/// The body is taken as raw bytes (`body::Body`) and parsed as JSON whatever its `Content-Type`,
+/// so a body sent with curl's `-d` (a form type) is read like any other.
 #[utoipa::path(
     post,
     path = "/clientes/{id}/transacoes",

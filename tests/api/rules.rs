@@ -438,3 +438,61 @@ async fn a_body_in_pieces_past_the_limit_or_cut_short_is_refused_and_changes_not
 
     assert_eq!(snapshot(&app).await, before);
 }
+
+#[tokio::test]
+async fn a_body_of_exactly_16_kib_is_read_and_one_byte_more_is_refused() {
+    let app = spawn_app().await;
+    let sized = |length: usize| {
+        let body = r#"{"valor": 1, "tipo": "c", "descricao": "edge"}"#;
+        format!("{body}{}", " ".repeat(length - body.len()))
+    };
+    let (at_limit, past_limit) = (sized(16 * 1024), sized(16 * 1024 + 1));
+
+    // With a Content-Length.
+    let answer = app
+        .transaction_raw(1, at_limit.clone(), Some("application/json"))
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "16384 bytes: {:?}",
+        answer.body
+    );
+    app.transaction_raw(1, past_limit.clone(), Some("application/json"))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "16385 bytes");
+
+    // Chunked, in two chunks, so the limit is counted across them.
+    let (head, tail) = at_limit.split_at(100);
+    let (status, answer) = exchange_in_pieces(
+        &app,
+        &[
+            CHUNKED_HEAD,
+            chunk(head).as_bytes(),
+            chunk(tail).as_bytes(),
+            b"0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "16384 bytes chunked: {answer}");
+    let (head, tail) = past_limit.split_at(100);
+    let (status, answer) = exchange_in_pieces(
+        &app,
+        &[
+            CHUNKED_HEAD,
+            chunk(head).as_bytes(),
+            chunk(tail).as_bytes(),
+            b"0\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(status, 413, "16385 bytes chunked: {answer}");
+
+    assert_eq!(
+        snapshot(&app).await.0,
+        2,
+        "the two bodies at the limit, no more"
+    );
+}
