@@ -5,6 +5,7 @@
 //! logged: under load they are routine (a refused debit is a 422). Server failures (5xx) are logged
 //! once, here, with their cause, and the client gets a generic message.
 
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -37,14 +38,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A body past [`MAX_BODY_BYTES`].
+    pub fn body_too_large() -> Self {
+        ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+    }
+
     /// Classifies a failure to read the request body (too large, cut short, ...).
-    pub fn from_body_error(err: actix_web::Error) -> Self {
-        if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
-        } else {
-            ApiError::UnreadableBody(err.to_string())
+    pub fn from_body_error(err: PayloadError) -> Self {
+        match err {
+            PayloadError::Overflow => Self::body_too_large(),
+            err => ApiError::UnreadableBody(err.to_string()),
         }
     }
 }

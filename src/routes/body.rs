@@ -76,9 +76,7 @@ impl Future for ReadBody {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.too_large {
-            return Poll::Ready(Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            }));
+            return Poll::Ready(Err(ApiError::body_too_large()));
         }
         loop {
             match Pin::new(&mut this.payload).poll_next(cx) {
@@ -91,14 +89,12 @@ impl Future for ReadBody {
                     return Poll::Ready(Ok(Body(body)));
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    return Poll::Ready(Err(ApiError::from_body_error(err.into())));
+                    return Poll::Ready(Err(ApiError::from_body_error(err)));
                 }
                 Poll::Ready(Some(Ok(chunk))) => {
                     if this.length() + chunk.len() > MAX_BODY_BYTES {
                         this.too_large = true;
-                        return Poll::Ready(Err(ApiError::PayloadTooLarge {
-                            limit: MAX_BODY_BYTES,
-                        }));
+                        return Poll::Ready(Err(ApiError::body_too_large()));
                     }
                     if this.length() == 0 {
                         this.first = Some(chunk);

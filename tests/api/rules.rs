@@ -365,34 +365,32 @@ async fn exchange_in_pieces(app: &TestApp, pieces: &[&[u8]], half_close: bool) -
     (status, body.to_owned())
 }
 
-/// `data` as one chunk of a chunked body.
-fn chunk(data: impl AsRef<str>) -> String {
-    let data = data.as_ref();
-    format!("{:x}\r\n{data}\r\n", data.len())
+/// Posts a transaction for client 1 with a chunked body, one chunk per piece of `chunks`, each
+/// sent on its own (see [`exchange_in_pieces`]): the status and the body of the answer.
+async fn post_chunked(app: &TestApp, chunks: &[&str]) -> (u16, String) {
+    let head = "POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let mut pieces = vec![head.to_owned()];
+    pieces.extend(
+        chunks
+            .iter()
+            .map(|data| format!("{:x}\r\n{data}\r\n", data.len())),
+    );
+    pieces.push("0\r\n\r\n".to_owned());
+    let pieces: Vec<&[u8]> = pieces.iter().map(|piece| piece.as_bytes()).collect();
+    exchange_in_pieces(app, &pieces, false).await
 }
-
-const CHUNKED_HEAD: &[u8] = b"POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\n\
-    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
 
 #[tokio::test]
 async fn a_body_that_arrives_in_pieces_is_read_whole() {
     let app = spawn_app().await;
-    let pieces = [
-        r#"{"valor": 7"#,
-        r#", "tipo": "c","#,
-        r#" "descricao": "part"}"#,
-    ]
-    .map(chunk);
-    let (status, answer) = exchange_in_pieces(
+    let (status, answer) = post_chunked(
         &app,
         &[
-            CHUNKED_HEAD,
-            pieces[0].as_bytes(),
-            pieces[1].as_bytes(),
-            pieces[2].as_bytes(),
-            b"0\r\n\r\n",
+            r#"{"valor": 7"#,
+            r#", "tipo": "c","#,
+            r#" "descricao": "part"}"#,
         ],
-        false,
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -407,19 +405,8 @@ async fn a_body_in_pieces_past_the_limit_or_cut_short_is_refused_and_changes_not
     let before = snapshot(&app).await;
 
     // No Content-Length to refuse it by: the limit is counted as the chunks arrive.
-    let piece = chunk(" ".repeat(0x2000));
-    let (status, answer) = exchange_in_pieces(
-        &app,
-        &[
-            CHUNKED_HEAD,
-            chunk(r#"{"valor": 1,"#).as_bytes(),
-            piece.as_bytes(),
-            piece.as_bytes(),
-            b"0\r\n\r\n",
-        ],
-        false,
-    )
-    .await;
+    let spaces = " ".repeat(0x2000);
+    let (status, answer) = post_chunked(&app, &[r#"{"valor": 1,"#, &spaces, &spaces]).await;
     assert_eq!(status, 413, "{answer}");
     assert!(answer.contains("larger than 16384 bytes"), "{answer}");
 
@@ -464,30 +451,10 @@ async fn a_body_of_exactly_16_kib_is_read_and_one_byte_more_is_refused() {
 
     // Chunked, in two chunks, so the limit is counted across them.
     let (head, tail) = at_limit.split_at(100);
-    let (status, answer) = exchange_in_pieces(
-        &app,
-        &[
-            CHUNKED_HEAD,
-            chunk(head).as_bytes(),
-            chunk(tail).as_bytes(),
-            b"0\r\n\r\n",
-        ],
-        false,
-    )
-    .await;
+    let (status, answer) = post_chunked(&app, &[head, tail]).await;
     assert_eq!(status, 200, "16384 bytes chunked: {answer}");
     let (head, tail) = past_limit.split_at(100);
-    let (status, answer) = exchange_in_pieces(
-        &app,
-        &[
-            CHUNKED_HEAD,
-            chunk(head).as_bytes(),
-            chunk(tail).as_bytes(),
-            b"0\r\n\r\n",
-        ],
-        false,
-    )
-    .await;
+    let (status, answer) = post_chunked(&app, &[head, tail]).await;
     assert_eq!(status, 413, "16385 bytes chunked: {answer}");
 
     assert_eq!(
