@@ -86,6 +86,6 @@ impl ResponseError for ApiError {
         } else {
             self.to_string()
         };
-        HttpResponse::build(status).json(ErrorBody { error: &message })
+        crate::routes::json(HttpResponse::build(status), ErrorBody { error: &message })
     }
 }

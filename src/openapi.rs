@@ -12,6 +12,7 @@
 //! documented ones (RFC 9110; schemathesis checks it); unknown paths keep the JSON `404` of
 //! `routes::fallback`.
 
+use actix_web::guard::{Guard, GuardContext};
 use actix_web::http::Method;
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, ResponseError, web};
@@ -172,13 +173,24 @@ where
     // Named by its pattern: the metrics' route label (`HttpRequest::match_name`).
     let mut resource = web::resource(path.as_str()).name(&path);
     for method in methods {
-        resource = resource.route(web::method(method).to(handler.clone()));
+        resource = resource.route(web::route().guard(OnlyMethod(method)).to(handler.clone()));
     }
     resource.default_service(web::to(move || {
         let mut answer = ApiError::MethodNotAllowed.error_response();
         answer.headers_mut().insert(ALLOW, allow.clone());
         async move { answer }
     }))
+}
+
+/// Lets a route take only requests of one method. Actix's own method guard also notes, in each
+/// request's extensions, the methods it was checked against (for the 405 Actix would build
+/// itself): three allocations per request, for a 405 that [`documented`] builds instead.
+struct OnlyMethod(Method);
+
+impl Guard for OnlyMethod {
+    fn check(&self, ctx: &GuardContext<'_>) -> bool {
+        ctx.head().method == self.0
+    }
 }
 
 fn method(method: HttpMethod) -> Method {

@@ -137,7 +137,7 @@ pub struct BatchStats {
 /// The jobs waiting for a commit, in groups queued together, and whether a committer runs.
 #[derive(Debug, Default)]
 struct Queue {
-    groups: VecDeque<Vec<Job>>,
+    groups: VecDeque<Group>,
     committing: bool,
     closed: bool,
 }
@@ -156,6 +156,23 @@ struct Session {
 // SAFETY: a SQLite connection (the bundled build is thread-safe) may be used from any thread,
 // one at a time; the `Mutex` around the session is what makes it one at a time.
 unsafe impl Send for Session {}
+
+/// Jobs queued together, so committed in one batch. A lone job (every request's) is kept as it
+/// is: a vector of one for each of them was an allocation per write.
+#[derive(Debug)]
+enum Group {
+    One(Job),
+    Many(Vec<Job>),
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        match self {
+            Group::One(_) => 1,
+            Group::Many(jobs) => jobs.len(),
+        }
+    }
+}
 
 /// What the handles, the committers and the owner thread share.
 struct Shared {
@@ -226,7 +243,7 @@ impl Writer {
     /// Queues `work` and waits for the commit that applies it.
     pub async fn submit(&self, work: Work) -> Result<Outcome, StorageError> {
         let (reply, answer) = oneshot::channel();
-        self.queue(vec![Job { work, reply }]);
+        self.queue(Group::One(Job { work, reply }));
         answer.await.map_err(|_| StorageError::stopped())?
     }
 
@@ -240,7 +257,7 @@ impl Writer {
                 (Job { work, reply }, answer)
             })
             .unzip();
-        self.queue(jobs);
+        self.queue(Group::Many(jobs));
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
             results.push(
@@ -254,7 +271,7 @@ impl Writer {
 
     /// Puts `group` on the queue and starts a committer if none runs. Once the writer is closed
     /// the group is dropped, which answers each of its jobs that the writer has stopped.
-    fn queue(&self, group: Vec<Job>) {
+    fn queue(&self, group: Group) {
         let jobs = group.len() as u64;
         let start_committer = {
             let mut queue = lock(&self.shared.queue);
@@ -440,6 +457,26 @@ impl Drop for Committing<'_> {
     }
 }
 
+/// Takes whole groups from the front of `groups`, up to `batch_max` jobs (a longer group alone),
+/// into one batch, allocated once at its size; `None` when `groups` is empty.
+fn take_batch(groups: &mut VecDeque<Group>, batch_max: usize) -> Option<Vec<Job>> {
+    let (mut taken, mut jobs) = (1, groups.front()?.len());
+    for next in groups.iter().skip(1) {
+        if jobs + next.len() > batch_max {
+            break;
+        }
+        (taken, jobs) = (taken + 1, jobs + next.len());
+    }
+    let mut batch = Vec::with_capacity(jobs);
+    for group in groups.drain(..taken) {
+        match group {
+            Group::One(job) => batch.push(job),
+            Group::Many(group) => batch.extend(group),
+        }
+    }
+    Some(batch)
+}
+
 /// Why one attempt at a transaction did not commit.
 enum Attempt {
     /// Another process holds the lock: nothing was done; try again.
@@ -451,24 +488,15 @@ enum Attempt {
 }
 
 impl Shared {
-    /// The next batch: whole groups from the front of the queue, up to `batch_max` jobs (a longer
-    /// group alone). `None`, and the committer marked stopped, when the queue is empty.
+    /// The next batch ([`take_batch`]); `None`, and the committer marked stopped, when the queue
+    /// is empty.
     fn next_batch(&self) -> Option<Vec<Job>> {
         let mut queue = lock(&self.queue);
-        let Some(first) = queue.groups.pop_front() else {
+        let batch = take_batch(&mut queue.groups, self.batch_max);
+        if batch.is_none() {
             queue.committing = false;
-            return None;
-        };
-        let mut batch = first;
-        while let Some(next) = queue.groups.front() {
-            if batch.len() + next.len() > self.batch_max {
-                break;
-            }
-            if let Some(next) = queue.groups.pop_front() {
-                batch.extend(next);
-            }
         }
-        Some(batch)
+        batch
     }
 
     /// Applies `batch` in one transaction and answers every job in it.
@@ -845,5 +873,68 @@ impl<'c> Statements<'c> {
             update.run()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job whose work and answer do not matter here.
+    fn job() -> Job {
+        let (reply, _answer) = oneshot::channel();
+        Job {
+            work: Work::Reset,
+            reply,
+        }
+    }
+
+    fn sizes(groups: &mut VecDeque<Group>, batch_max: usize) -> Vec<usize> {
+        std::iter::from_fn(|| take_batch(groups, batch_max).map(|batch| batch.len())).collect()
+    }
+
+    #[test]
+    fn batches_take_whole_groups_up_to_the_cap_and_a_longer_group_alone() {
+        let mut groups: VecDeque<Group> = VecDeque::new();
+        groups.push_back(Group::One(job()));
+        groups.push_back(Group::Many((0..3).map(|_| job()).collect()));
+        groups.push_back(Group::One(job()));
+        groups.push_back(Group::Many((0..6).map(|_| job()).collect()));
+        groups.push_back(Group::One(job()));
+        groups.push_back(Group::One(job()));
+        // 1 + 3 fit in 4; the next lone job starts a batch the group of 6 cannot join; the group
+        // of 6 goes alone (past the cap, never split); the last two together.
+        assert_eq!(sizes(&mut groups, 4), [4, 1, 6, 2]);
+        assert!(groups.is_empty());
+        assert!(take_batch(&mut groups, 4).is_none());
+    }
+
+    #[test]
+    fn a_batch_keeps_the_order_jobs_were_queued_in() {
+        let mut groups: VecDeque<Group> = VecDeque::new();
+        let mut answers = Vec::new();
+        for n in 0..5 {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            let job = Job {
+                work: Work::Reset,
+                reply,
+            };
+            groups.push_back(if n == 2 {
+                Group::Many(vec![job])
+            } else {
+                Group::One(job)
+            });
+        }
+        let batch = take_batch(&mut groups, 64).expect("a batch");
+        for (n, job) in batch.into_iter().enumerate() {
+            job.reply
+                .send(Ok(Outcome::Applied { balance: n as i64 }))
+                .expect("the answer is awaited");
+        }
+        for (n, mut answer) in answers.into_iter().enumerate() {
+            let outcome = answer.try_recv().expect("answered").expect("applied");
+            assert_eq!(outcome, Outcome::Applied { balance: n as i64 });
+        }
     }
 }

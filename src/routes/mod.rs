@@ -9,13 +9,37 @@ pub mod reset;
 pub mod statement;
 pub mod transactions;
 
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::Serialize;
+
 use crate::db::Database;
 use crate::domain::{Client, ClientId};
 use crate::error::ApiError;
 
-/// The client named by a path segment; an id that is not a number names no client.
-fn find_client(db: &Database, segment: &str) -> Result<Client, ApiError> {
-    ClientId::parse(segment)
-        .and_then(|id| db.client(id))
+/// The client named by the path's `{id}` segment; an id that is not a number names no client.
+///
+/// The segment is read where the router left it, without copying it out. Only a segment that
+/// still holds a percent sign is decoded first, as `web::Path<String>` would decode it (the
+/// router has already decoded everything but `%25`, `%2F` and `%2B`).
+fn find_client(db: &Database, request: &HttpRequest) -> Result<Client, ApiError> {
+    let path = request.match_info();
+    let segment = path.get("id").unwrap_or_default();
+    let id = if segment.contains('%') {
+        path.load::<String>()
+            .ok()
+            .and_then(|decoded| ClientId::parse(&decoded))
+    } else {
+        ClientId::parse(segment)
+    };
+    id.and_then(|id| db.client(id))
         .ok_or(ApiError::ClientNotFound)
+}
+
+/// `answer` with `value` as its JSON body. `HttpResponseBuilder::json` alone would make the
+/// `Content-Type` from a `mime` at each answer, copying its text into a new header value; this one
+/// is static.
+pub(crate) fn json(mut answer: HttpResponseBuilder, value: impl Serialize) -> HttpResponse {
+    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    answer.insert_header((CONTENT_TYPE, JSON)).json(value)
 }

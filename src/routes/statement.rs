@@ -1,8 +1,8 @@
 //! `GET /clientes/{id}/extrato`: balance and the last transactions.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::find_client;
+use super::{find_client, json};
 use crate::db::Database;
 use crate::error::ApiError;
 
@@ -19,10 +19,7 @@ use crate::error::ApiError;
         (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::openapi::ErrorBody),
     ),
 )]
-pub async fn show(
-    db: web::Data<Database>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let client = find_client(&db, &id)?;
-    Ok(HttpResponse::Ok().json(db.statement(client).await?))
+pub async fn show(db: web::Data<Database>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let client = find_client(&db, &request)?;
+    Ok(json(HttpResponse::Ok(), db.statement(client).await?))
 }

@@ -1,9 +1,9 @@
 //! `POST /clientes/{id}/transacoes`: a credit or a debit.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::body::Body;
-use super::find_client;
+use super::{find_client, json};
 use crate::db::{Database, Recorded};
 use crate::domain::NewTransaction;
 use crate::error::ApiError;
@@ -32,16 +32,16 @@ use crate::metrics::Metrics;
 pub async fn create(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
-    id: web::Path<String>,
+    request: HttpRequest,
     body: Result<Body, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = find_client(&db, &id)?;
+    let client = find_client(&db, &request)?;
     let transaction = NewTransaction::from_json(&body?.0)?;
     let kind = transaction.kind;
     let recorded = db.record(client, transaction).await?;
     metrics.transaction(kind, matches!(recorded, Recorded::Applied(_)));
     match recorded {
-        Recorded::Applied(applied) => Ok(HttpResponse::Ok().json(applied)),
+        Recorded::Applied(applied) => Ok(json(HttpResponse::Ok(), applied)),
         Recorded::Refused(reason) => Err(reason.into()),
     }
 }

@@ -263,6 +263,10 @@ async fn unknown_and_non_numeric_client_ids_are_404_for_every_route() {
         "1e2",
         "99999999999999999999999",
         "%20",
+        // Percent-decoded, these are "%31", "/1" and "1/": no numbers.
+        "%2531",
+        "%2F1",
+        "1%2F",
     ] {
         app.statement(id)
             .await
@@ -272,6 +276,27 @@ async fn unknown_and_non_numeric_client_ids_are_404_for_every_route() {
             .assert_error(StatusCode::NOT_FOUND, &format!("transaction for {id}"));
     }
     assert_eq!(snapshot(&app).await, before);
+}
+
+/// The id segment is read as its percent-decoded text, then as a number, on both routes: "%31"
+/// and "%2B1" ("+1") name client 1, as "1" does (the 404s of encoded ids are in the test above).
+#[tokio::test]
+async fn a_percent_encoded_client_id_names_the_client_its_decoded_text_names() {
+    let app = spawn_app().await;
+
+    let mut expected = 0;
+    for id in ["1", "%31", "+1", "%2B1", "%2b1"] {
+        let statement = app.statement(id).await;
+        assert_eq!(statement.status, StatusCode::OK, "statement of {id}");
+        assert_eq!(
+            statement.body["saldo"]["limite"], 100_000,
+            "statement of {id}"
+        );
+        let credit = app.transaction(id, &body(1, "c", "x")).await;
+        assert_eq!(credit.status, StatusCode::OK, "transaction for {id}");
+        expected += 1;
+        assert_eq!(credit.saldo(), expected, "transaction for {id}");
+    }
 }
 
 #[tokio::test]
