@@ -61,6 +61,10 @@ pub struct Config {
     /// `MAX_IN_FLIGHT`, `MAX_QUEUED`, `RETRY_AFTER_S`: load shedding, off by default (see
     /// `overload`).
     pub overload: OverloadSettings,
+    /// `API_SCHED_POLICY`: how Linux schedules the process's threads: `batch` (default;
+    /// `SCHED_BATCH`, a woken thread does not preempt the one running) or `normal` (the default
+    /// policy, `SCHED_OTHER`). See `scheduling`.
+    pub sched_policy: SchedPolicy,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             checkpoint_interval: Duration::from_millis(1000),
             write_sync: WriteSync::Off,
             overload: OverloadSettings::default(),
+            sched_policy: SchedPolicy::Batch,
         }
     }
 }
@@ -136,6 +141,21 @@ impl FromStr for WriteSync {
     }
 }
 
+/// How Linux schedules the process's threads (see [`Config::sched_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedPolicy {
+    Batch,
+    Normal,
+}
+
+impl FromStr for SchedPolicy {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        one_of(value, &[("batch", Self::Batch), ("normal", Self::Normal)])
+    }
+}
+
 /// The value named `value` among `choices`, or "expected a or b" naming them all.
 pub(crate) fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
     choices
@@ -187,6 +207,7 @@ impl Config {
                 .map_or(defaults.checkpoint_interval, Duration::from_millis),
             write_sync: parse(&lookup, "DB_WRITE_SYNC")?.unwrap_or(defaults.write_sync),
             overload: overload_settings(&lookup)?,
+            sched_policy: parse(&lookup, "API_SCHED_POLICY")?.unwrap_or(defaults.sched_policy),
         };
         config.check()?;
         Ok(config)
@@ -308,6 +329,7 @@ mod tests {
             ("MAX_QUEUED", "128"),
             ("RETRY_AFTER_S", "2"),
             ("DB_CONNECTIONS", "6"),
+            ("API_SCHED_POLICY", "normal"),
         ])
         .expect("valid settings");
         assert_eq!(config.host, "127.0.0.1");
@@ -343,6 +365,8 @@ mod tests {
             "MAX_QUEUED defaults to MAX_IN_FLIGHT"
         );
         assert_eq!(config.pg_connections, 6);
+        assert_eq!(config.sched_policy, SchedPolicy::Normal);
+        assert_eq!(Config::default().sched_policy, SchedPolicy::Batch);
     }
 
     #[test]
@@ -367,6 +391,7 @@ mod tests {
             ("DB_WRITE_LOCK", "mutex", "unknown lock"),
             ("DB_WRITE_SYNC", "full", "unknown sync level"),
             ("DB_BUSY_HANDLER", "spin", "unknown handler"),
+            ("API_SCHED_POLICY", "fifo", "a real-time policy"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
             ("MAX_IN_FLIGHT", "-1", "negative bound"),
             (

@@ -11,6 +11,7 @@
 //! - [`db`] — storage, SQLite or PostgreSQL; every SQL statement lives there.
 //! - [`error`] — the one API error type and its JSON answers.
 //! - [`metrics`] — what each instance measures, exposed on `GET /metrics` (Prometheus).
+//! - [`scheduling`] — how Linux schedules the process's threads.
 //! - [`telemetry`] — logging.
 
 pub mod config;
@@ -21,5 +22,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod overload;
 pub mod routes;
+pub mod scheduling;
 pub mod startup;
 pub mod telemetry;

@@ -21,6 +21,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before any other thread starts, so that each inherits the policy.
+    if let Err(err) = rinha_api::scheduling::apply(config.sched_policy) {
+        tracing::warn!(
+            "cannot set the scheduling policy {:?} (API_SCHED_POLICY): {err}",
+            config.sched_policy
+        );
+    }
     let (host, database, workers) = (
         config.host.clone(),
         rinha_api::db::redacted_url(&config.database_url),

@@ -416,6 +416,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let sent = Command::new("kill")
@@ -458,6 +463,11 @@ impl Drop for Processes {
 /// Starts `count` `rinha-api` processes at the same moment on one new database and waits until
 /// each answers `/health`.
 pub async fn spawn_processes(count: usize) -> Processes {
+    spawn_processes_with(count, &[]).await
+}
+
+/// [`spawn_processes`], each process with the settings `env` added to its environment.
+pub async fn spawn_processes_with(count: usize, env: &[(&str, &str)]) -> Processes {
     let db = TestDatabase::new().await;
     let database_url = db.url();
     let mut processes = Processes {
@@ -472,6 +482,7 @@ pub async fn spawn_processes(count: usize) -> Processes {
             .env("API_WORKERS", "2")
             .env("DATABASE_URL", &database_url)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use futures::future::join_all;
 use reqwest::StatusCode;
 
-use crate::helpers::{Api, CLIENTS, TestDatabase, Xorshift, body, spawn_processes};
+use crate::helpers::{
+    Api, CLIENTS, TestDatabase, Xorshift, body, spawn_processes, spawn_processes_with,
+};
 
 fn limit_of(client: i64) -> i64 {
     CLIENTS
@@ -219,6 +221,7 @@ fn the_binary_refuses_invalid_configuration_naming_the_variable() {
         ("API_WORKERS", "0"),
         ("DATABASE_URL", "mysql://localhost/rinha"),
         ("DB_BUSY_HANDLER", "spin"),
+        ("API_SCHED_POLICY", "fifo"),
     ];
     for (name, value) in cases {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_rinha-api"))
@@ -233,6 +236,75 @@ fn the_binary_refuses_invalid_configuration_naming_the_variable() {
             "{name}={value} must stop the process"
         );
         assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    }
+}
+
+/// Each thread of process `pid` by name, with its scheduling policy (field 41 of its `stat`).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .map(|task| {
+            let dir = task.expect("a thread").path();
+            let name = std::fs::read_to_string(dir.join("comm")).expect("its name");
+            let stat = std::fs::read_to_string(dir.join("stat")).expect("its stat");
+            // The fields after the name, which is in parentheses and may hold spaces: the
+            // third field of the line first, so the 41st is the 39th of these.
+            let after_name = &stat[stat.rfind(") ").expect("a stat line") + 2..];
+            let policy = after_name
+                .split_whitespace()
+                .nth(38)
+                .and_then(|field| field.parse().ok())
+                .expect("a policy field");
+            (name.trim().to_owned(), policy)
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_thread_of_a_process_runs_under_the_scheduling_policy_it_was_given() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    // `normal` between the two others: a child starts with its parent's policy, so a process
+    // that set nothing would pass one of the three whatever this test runs under.
+    for (setting, expected) in [
+        (None, SCHED_BATCH),
+        (Some("normal"), SCHED_OTHER),
+        (Some("batch"), SCHED_BATCH),
+    ] {
+        let env: Vec<(&str, &str)> = setting
+            .map(|value| ("API_SCHED_POLICY", value))
+            .into_iter()
+            .collect();
+        let processes = spawn_processes_with(1, &env).await;
+        let instance = &processes.instances[0];
+        // A write and a statement first, so that every thread their paths start is running.
+        assert_eq!(
+            instance.transaction(1, &body(5, "c", "sched")).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(instance.statement(1).await.status, StatusCode::OK);
+
+        let threads = thread_policies(instance.pid());
+
+        let names: HashSet<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
+        let expected_threads: &[&str] = match processes.db {
+            TestDatabase::Sqlite { .. } => &["actix-server wo", "sqlite-writer", "sqlx-sqlite-wor"],
+            TestDatabase::Postgres { .. } => &["actix-server wo"],
+        };
+        for part in expected_threads {
+            assert!(
+                names.contains(part),
+                "{setting:?}: no {part} thread in {names:?}"
+            );
+        }
+        for (name, policy) in &threads {
+            assert_eq!(
+                *policy, expected,
+                "API_SCHED_POLICY={setting:?}: thread {name}"
+            );
+        }
     }
 }
 
