@@ -148,6 +148,16 @@ pub enum SchedPolicy {
     Normal,
 }
 
+impl std::fmt::Display for SchedPolicy {
+    /// The name `API_SCHED_POLICY` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Batch => "batch",
+            Self::Normal => "normal",
+        })
+    }
+}
+
 impl FromStr for SchedPolicy {
     type Err = String;
 
@@ -367,6 +377,13 @@ mod tests {
         assert_eq!(config.pg_connections, 6);
         assert_eq!(config.sched_policy, SchedPolicy::Normal);
         assert_eq!(Config::default().sched_policy, SchedPolicy::Batch);
+        for policy in [SchedPolicy::Batch, SchedPolicy::Normal] {
+            assert_eq!(
+                policy.to_string().parse(),
+                Ok(policy),
+                "named as it is read"
+            );
+        }
     }
 
     #[test]
