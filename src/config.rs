@@ -61,9 +61,10 @@ pub struct Config {
     /// `MAX_IN_FLIGHT`, `MAX_QUEUED`, `RETRY_AFTER_S`: load shedding, off by default (see
     /// `overload`).
     pub overload: OverloadSettings,
-    /// `API_SCHED_POLICY`: how Linux schedules the process's threads: `batch` (default;
-    /// `SCHED_BATCH`, a woken thread does not preempt the one running) or `normal` (the default
-    /// policy, `SCHED_OTHER`). See `scheduling`.
+    /// `API_SCHED_POLICY`: how Linux schedules the process's threads: `batch` (the default on
+    /// Linux; `SCHED_BATCH`, a woken thread does not preempt the one running) or `normal` (the
+    /// default policy, `SCHED_OTHER`; the only one, and the default, elsewhere). See
+    /// `scheduling`.
     pub sched_policy: SchedPolicy,
 }
 
@@ -84,7 +85,11 @@ impl Default for Config {
             checkpoint_interval: Duration::from_millis(1000),
             write_sync: WriteSync::Off,
             overload: OverloadSettings::default(),
-            sched_policy: SchedPolicy::Batch,
+            sched_policy: if cfg!(target_os = "linux") {
+                SchedPolicy::Batch
+            } else {
+                SchedPolicy::Normal
+            },
         }
     }
 }
@@ -144,7 +149,9 @@ impl FromStr for WriteSync {
 /// How Linux schedules the process's threads (see [`Config::sched_policy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedPolicy {
+    /// `SCHED_BATCH`: a woken thread does not preempt the running one (Linux only).
     Batch,
+    /// Linux's default policy, `SCHED_OTHER`.
     Normal,
 }
 
@@ -376,6 +383,7 @@ mod tests {
         );
         assert_eq!(config.pg_connections, 6);
         assert_eq!(config.sched_policy, SchedPolicy::Normal);
+        #[cfg(target_os = "linux")]
         assert_eq!(Config::default().sched_policy, SchedPolicy::Batch);
         for policy in [SchedPolicy::Batch, SchedPolicy::Normal] {
             assert_eq!(

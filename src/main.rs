@@ -22,17 +22,20 @@ async fn main() -> ExitCode {
         }
     };
     // Before any other thread starts, so that each inherits the policy.
-    if let Err(err) = rinha_api::scheduling::apply(config.sched_policy) {
-        tracing::warn!(
-            "cannot set the scheduling policy {} (API_SCHED_POLICY): {err}",
-            config.sched_policy
-        );
-    }
-    let (host, database, workers, policy) = (
+    let scheduling = match rinha_api::scheduling::apply(config.sched_policy) {
+        Ok(()) => config.sched_policy.to_string(),
+        Err(err) => {
+            tracing::warn!(
+                "cannot set the scheduling policy {} (API_SCHED_POLICY): {err}",
+                config.sched_policy
+            );
+            "unchanged".to_owned()
+        }
+    };
+    let (host, database, workers) = (
         config.host.clone(),
         rinha_api::db::redacted_url(&config.database_url),
         config.workers,
-        config.sched_policy,
     );
     let app = match Application::build(config).await {
         Ok(app) => app,
@@ -42,7 +45,8 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(
-        "listening on http://{host}:{port} with {workers} workers (scheduling {policy}), database {database}",
+        "listening on http://{host}:{port} with {workers} workers (scheduling {scheduling}), \
+         database {database}",
         port = app.port()
     );
     match app.run_until_stopped().await {
