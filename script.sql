@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS clientes (
 -- -> ... The statement walks its first 10 links (10 primary-key lookups). This replaces an index on
 -- (cliente_id, id DESC), which every commit had to update in up to five places, one per client:
 -- measured, a commit appended 9.4 pages to the WAL with the index and 3.3 with the lists, for the
--- same load (BENCHMARKS.md). A file made with the index is converted at start (src/db/sql.rs).
+-- same load (BENCHMARKS.md).
 CREATE TABLE IF NOT EXISTS transacoes (
     id           INTEGER PRIMARY KEY,
     cliente_id   INTEGER NOT NULL REFERENCES clientes (id),
@@ -31,16 +31,15 @@ CREATE TABLE IF NOT EXISTS transacoes (
     descricao    TEXT    NOT NULL CHECK (length(descricao) BETWEEN 1 AND 10),
     -- The client's balance right after this transaction: what the POST answered.
     saldo_apos   INTEGER NOT NULL,
-    -- RFC 3339 UTC, millisecond precision, taken by SQLite while it holds the write lock.
+    -- RFC 3339 UTC, millisecond precision: the batch's commit time, taken by the writer while it
+    -- holds the write lock, so it never goes backwards in `id` order.
     realizada_em TEXT    NOT NULL,
     -- The same client's previous transaction (NULL: this is its first).
     anterior_id  INTEGER
 ) STRICT;
 
--- Recording a transaction is done by the writer inside its batch (see src/db/writer.rs): it reads
--- the account, checks the limit, appends the row and writes the account back once per batch. An
--- earlier schema did the balance in this trigger, once per row; it is dropped here.
-DROP TRIGGER IF EXISTS transacoes_aplica_saldo;
+-- Recording a transaction is done by the writer inside its batch (src/db/sqlite/ledger.rs): it
+-- reads the account, checks the limit, appends the row and writes the account back once per batch.
 
 INSERT OR IGNORE INTO clientes (id, limite, saldo) VALUES
     (1, 100000, 0),

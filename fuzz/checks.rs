@@ -15,12 +15,12 @@ pub fn transaction_body(body: &[u8]) {
     let Ok(transaction) = NewTransaction::from_json(body) else {
         return;
     };
-    assert!((1..=MAX_AMOUNT).contains(&transaction.amount));
-    assert!((1..=10).contains(&transaction.description.chars().count()));
+    assert!((1..=MAX_AMOUNT).contains(&transaction.amount()));
+    assert!((1..=10).contains(&transaction.description().chars().count()));
     let canonical = serde_json::json!({
-        "valor": transaction.amount,
-        "tipo": Kind::code(transaction.kind),
-        "descricao": transaction.description,
+        "valor": transaction.amount(),
+        "tipo": Kind::code(transaction.kind()),
+        "descricao": transaction.description(),
     });
     let again = NewTransaction::from_json(canonical.to_string().as_bytes())
         .expect("the canonical form of an accepted body is accepted");

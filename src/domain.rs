@@ -70,7 +70,8 @@ impl Kind {
     }
 }
 
-/// A transaction request that obeys every rule of the contract.
+/// A transaction request that obeys every rule of the contract. It can only be made by
+/// [`NewTransaction::from_json`], so holding one proves the body was valid.
 #[derive(Debug, Clone, PartialEq, Eq, Validate)]
 pub struct NewTransaction {
     #[validate(range(
@@ -78,15 +79,15 @@ pub struct NewTransaction {
         max = MAX_AMOUNT,
         message = "valor must be an integer from 1 to 9007199254740991 (cents)"
     ))]
-    pub amount: i64,
-    pub kind: Kind,
+    amount: i64,
+    kind: Kind,
     /// Counted in characters (Unicode scalar values), not bytes.
     #[validate(length(min = 1, max = 10, message = "descricao must have 1 to 10 characters"))]
-    pub description: String,
+    description: String,
 }
 
 impl NewTransaction {
-    /// Reads and validates a request body.
+    /// Reads and validates a request body: the JSON types here, the ranges by `validator`.
     pub fn from_json(body: &[u8]) -> Result<Self, InvalidTransaction> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(invalid("the body is empty; expected a JSON object"));
@@ -110,11 +111,41 @@ impl NewTransaction {
         Ok(transaction)
     }
 
+    /// `valor`: the amount in cents, from 1 to [`MAX_AMOUNT`].
+    pub fn amount(&self) -> i64 {
+        self.amount
+    }
+
+    /// `tipo`: credit or debit.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// `descricao`: 1 to 10 characters, no NUL.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
     /// How the transaction moves the balance: `+valor` for a credit, `-valor` for a debit.
     pub fn signed_amount(&self) -> i64 {
         match self.kind {
             Kind::Credit => self.amount,
             Kind::Debit => -self.amount,
+        }
+    }
+
+    /// The balance after applying this transaction to `balance`, or why the rules refuse it: no
+    /// lower than `-limit` (landing exactly on it is allowed), no higher than [`MAX_BALANCE`].
+    pub fn balance_after(&self, balance: i64, limit: i64) -> Result<i64, Refused> {
+        moved_balance(balance, limit, self.signed_amount()).ok_or(self.refusal())
+    }
+
+    /// Why the rules refuse this transaction when it does not fit: a debit past the limit, a
+    /// credit past the ceiling.
+    pub fn refusal(&self) -> Refused {
+        match self.kind {
+            Kind::Debit => Refused::InsufficientLimit,
+            Kind::Credit => Refused::BalanceCeiling,
         }
     }
 }
@@ -281,10 +312,8 @@ fn invalid(message: &str) -> InvalidTransaction {
 #[error("{0}")]
 pub struct InvalidTransaction(pub String);
 
-/// The balance after moving `balance` by `signed` (see [`NewTransaction::signed_amount`]), if
-/// the rules allow it: no lower than `-limit` (landing exactly on it is allowed), no higher than
-/// [`MAX_BALANCE`].
-pub fn balance_after(balance: i64, limit: i64, signed: i64) -> Option<i64> {
+/// `balance` moved by `signed`, if the result stays within `[-limit, MAX_BALANCE]`.
+fn moved_balance(balance: i64, limit: i64, signed: i64) -> Option<i64> {
     balance
         .checked_add(signed)
         .filter(|after| (-limit..=MAX_BALANCE).contains(after))
@@ -299,18 +328,32 @@ pub enum Refused {
     BalanceCeiling,
 }
 
+/// What became of a valid transaction: applied, or refused by the rules with nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Applied(Applied),
+    Refused(Refused),
+}
+
 /// The answer to an accepted transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Applied {
-    pub limite: i64,
-    pub saldo: i64,
+    /// The client's credit limit.
+    #[serde(rename = "limite")]
+    pub limit: i64,
+    /// The balance right after the transaction.
+    #[serde(rename = "saldo")]
+    pub balance: i64,
 }
 
-/// A client's statement: balance and the last [`STATEMENT_LENGTH`] transactions, newest first.
+/// A client's bank statement (`extrato`): balance and the last [`STATEMENT_LENGTH`]
+/// transactions, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Statement {
-    pub saldo: StatementBalance,
-    pub ultimas_transacoes: Vec<StatementEntry>,
+    #[serde(rename = "saldo")]
+    pub balance: StatementBalance,
+    #[serde(rename = "ultimas_transacoes")]
+    pub last_transactions: Vec<StatementEntry>,
 }
 
 /// The balance part of a statement.
@@ -318,20 +361,26 @@ pub struct Statement {
 pub struct StatementBalance {
     pub total: i64,
     /// When the statement was read, RFC 3339 UTC (millisecond precision).
+    #[serde(rename = "data_extrato")]
     #[schema(format = DateTime)]
-    pub data_extrato: String,
-    pub limite: i64,
+    pub read_at: String,
+    #[serde(rename = "limite")]
+    pub limit: i64,
 }
 
 /// One listed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StatementEntry {
-    pub valor: i64,
-    pub tipo: Kind,
-    pub descricao: String,
+    #[serde(rename = "valor")]
+    pub amount: i64,
+    #[serde(rename = "tipo")]
+    pub kind: Kind,
+    #[serde(rename = "descricao")]
+    pub description: String,
     /// When it was committed, RFC 3339 UTC.
+    #[serde(rename = "realizada_em")]
     #[schema(format = DateTime)]
-    pub realizada_em: String,
+    pub committed_at: String,
 }
 
 #[cfg(test)]
@@ -395,14 +444,28 @@ mod tests {
         );
     }
 
+    fn transaction(valor: i64, tipo: &str) -> NewTransaction {
+        let body = format!(r#"{{"valor": {valor}, "tipo": "{tipo}", "descricao": "x"}}"#);
+        NewTransaction::from_json(body.as_bytes()).expect("valid")
+    }
+
     #[test]
     fn a_balance_may_land_on_the_limit_and_on_the_ceiling_but_not_past_them() {
-        assert_eq!(balance_after(0, 1000, -1000), Some(-1000));
-        assert_eq!(balance_after(0, 1000, -1001), None);
-        assert_eq!(balance_after(-1000, 1000, 1), Some(-999));
-        assert_eq!(balance_after(MAX_BALANCE - 1, 0, 1), Some(MAX_BALANCE));
-        assert_eq!(balance_after(MAX_BALANCE, 0, 1), None);
-        assert_eq!(balance_after(i64::MAX, 0, 1), None, "no overflow");
+        assert_eq!(transaction(1000, "d").balance_after(0, 1000), Ok(-1000));
+        assert_eq!(
+            transaction(1001, "d").balance_after(0, 1000),
+            Err(Refused::InsufficientLimit)
+        );
+        assert_eq!(transaction(1, "c").balance_after(-1000, 1000), Ok(-999));
+        assert_eq!(
+            transaction(1, "c").balance_after(MAX_BALANCE - 1, 0),
+            Ok(MAX_BALANCE)
+        );
+        assert_eq!(
+            transaction(1, "c").balance_after(MAX_BALANCE, 0),
+            Err(Refused::BalanceCeiling)
+        );
+        assert_eq!(moved_balance(i64::MAX, 0, 1), None, "no overflow");
     }
 
     #[test]
@@ -410,9 +473,9 @@ mod tests {
         let transaction =
             NewTransaction::from_json(br#"{"valor": 1000, "tipo": "d", "descricao": "pix"}"#)
                 .expect("valid");
-        assert_eq!(transaction.amount, 1000);
-        assert_eq!(transaction.kind, Kind::Debit);
-        assert_eq!(transaction.description, "pix");
+        assert_eq!(transaction.amount(), 1000);
+        assert_eq!(transaction.kind(), Kind::Debit);
+        assert_eq!(transaction.description(), "pix");
         assert_eq!(transaction.signed_amount(), -1000);
     }
 

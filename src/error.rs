@@ -3,13 +3,16 @@
 //!
 //! Client mistakes (4xx) are answered with `{"error": "..."}` saying what was wrong and are not
 //! logged: under load they are routine (a refused debit is a 422). Server failures (5xx) are logged
-//! once, here, with their cause, and the client gets a generic message.
+//! once, here, with their cause, and the client gets a generic message; a request refused because
+//! the instance is stopping (503) is expected during a restart and not logged.
 
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::answer;
 use crate::db::StorageError;
 use crate::domain::{InvalidTransaction, Refused};
 
@@ -54,9 +57,10 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
+/// Every error answer: what was wrong, in words.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
 }
 
 impl ResponseError for ApiError {
@@ -69,23 +73,30 @@ impl ResponseError for ApiError {
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::Storage(StorageError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(StorageError::Busy(_) | StorageError::Stopping) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Storage(StorageError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let message = if status.is_server_error() {
-            tracing::error!(error = %self, cause = ?std::error::Error::source(self), "request failed");
-            match self {
-                ApiError::Storage(StorageError::Busy(_)) => "the database is busy; retry",
-                _ => "internal error",
+        let error = match self {
+            // Expected while an instance stops (a rolling restart): not worth an error line each.
+            ApiError::Storage(StorageError::Stopping) => {
+                "the instance is stopping; retry".to_owned()
             }
-            .to_owned()
-        } else {
-            self.to_string()
+            _ if status.is_server_error() => {
+                tracing::error!(error = %self, cause = ?std::error::Error::source(self), "request failed");
+                match self {
+                    ApiError::Storage(StorageError::Busy(_)) => "the database is busy; retry",
+                    _ => "internal error",
+                }
+                .to_owned()
+            }
+            _ => self.to_string(),
         };
-        crate::routes::json(HttpResponse::build(status), ErrorBody { error: &message })
+        answer::json(HttpResponse::build(status), ErrorBody { error })
     }
 }

@@ -6,8 +6,8 @@ use rinha_api::config::Config;
 use rinha_api::startup::Application;
 use rinha_api::telemetry;
 
-// The Actix workers run their own runtimes; this one only starts the server, runs the
-// checkpoint task and waits, so one thread is enough.
+// The Actix workers run their own runtimes; this one only starts the server, runs storage's
+// background task and waits for the stop signal, so one thread is enough.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     if let Err(err) = telemetry::init() {
@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     };
     let (host, database, workers) = (
         config.host.clone(),
-        rinha_api::db::redacted_url(&config.database_url),
+        config.database.redacted_url(),
         config.workers,
     );
     let app = match Application::build(config).await {

@@ -4,9 +4,12 @@
 //! measured and registers it. The decision that shaped it: **recording must cost the hot path
 //! nothing measurable**, so every series a request touches is registered once, at start (or the
 //! first time a route answers a given status), and a request only bumps atomics through handles
-//! it already holds: no key hashing, no lock, no allocation per request. Whatever is already
-//! counted elsewhere (lock waits in `db::busy`, the writer's queue, the WAL file) is read only
-//! when Prometheus scrapes.
+//! it already holds: no key hashing, no lock, no allocation per request. Storage records its own
+//! series through the handles of [`StorageMetrics`]; what it counts elsewhere (lock waits, the
+//! writer's queue, the WAL file) it reads in a hook that runs only when Prometheus scrapes.
+//!
+//! Every series is declared once, in the table of [`Series`] constants below: name, kind, unit
+//! and help together.
 //!
 //! Each [`Metrics`] has a recorder of its own (none is installed globally), so two applications
 //! in one process (the tests) count separately; only the lock-wait counters, kept by a C
@@ -16,8 +19,8 @@
 //! request that matches no route is counted under `unmatched`, so no path a client sends can
 //! create a series. Statuses are the few an HTTP server can answer (at most 500 values).
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::Error;
 use actix_web::dev::ServiceResponse;
@@ -27,7 +30,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::db::{Checkpoint, Database, StorageMetrics, busy};
 use crate::domain::Kind;
 
 /// Buckets of the duration histograms, in seconds: 100 µs to 1 s, about three per decade. A
@@ -47,10 +49,111 @@ pub const UNMATCHED: &str = "unmatched";
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const REQUESTS: &str = "rinha_http_requests_total";
-const DURATION: &str = "rinha_http_request_duration_seconds";
-const BATCH_SIZE: &str = "rinha_write_batch_size";
-const CHECKPOINT_DURATION: &str = "rinha_checkpoint_duration_seconds";
+/// One series: what Prometheus shows in its `# HELP` and `# TYPE` lines.
+#[derive(Debug)]
+struct Series {
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+}
+
+impl Series {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            unit: None,
+            help,
+        }
+    }
+
+    const fn with_unit(name: &'static str, unit: Unit, help: &'static str) -> Self {
+        Self {
+            name,
+            unit: Some(unit),
+            help,
+        }
+    }
+}
+
+// Counters.
+const REQUESTS: Series = Series::new(
+    "rinha_http_requests_total",
+    "HTTP requests answered, by route pattern and status.",
+);
+const TRANSACTIONS: Series = Series::new(
+    "rinha_transactions_total",
+    "Valid transactions by kind (credit, debit) and outcome: applied, or refused (limit or balance ceiling).",
+);
+const LOCK_WAITS: Series = Series::new(
+    "rinha_lock_waits_total",
+    "Writes and reads that found SQLite's lock held by another connection.",
+);
+const LOCK_WAIT_RETRIES: Series = Series::new(
+    "rinha_lock_wait_retries_total",
+    "Attempts to take the lock after the first, over all waits.",
+);
+const LOCK_WAIT_TIMEOUTS: Series = Series::new(
+    "rinha_lock_wait_timeouts_total",
+    "Waits that reached DB_BUSY_TIMEOUT_MS and failed (503).",
+);
+const BATCHES_RETRIED: Series = Series::new(
+    "rinha_write_batches_retried_total",
+    "Write batches rolled back and applied again one job at a time.",
+);
+const CHECKPOINT_FAILURES: Series = Series::new(
+    "rinha_checkpoint_failures_total",
+    "Background WAL checkpoints that failed.",
+);
+// Gauges.
+const IN_FLIGHT: Series = Series::new(
+    "rinha_http_requests_in_flight",
+    "Requests being served now.",
+);
+const LOCK_WAIT_SECONDS: Series = Series::new(
+    "rinha_lock_wait_seconds",
+    "Time spent waiting for the lock since start: only grows (rate() it). A gauge because counters here are integers.",
+);
+const LOCK_WAIT_LONGEST: Series = Series::new(
+    "rinha_lock_wait_longest_seconds",
+    "The longest single wait for the lock since start.",
+);
+const LARGEST_BATCH: Series = Series::new(
+    "rinha_write_batch_largest",
+    "The most transactions one write batch held since start.",
+);
+const WRITE_QUEUE: Series = Series::new(
+    "rinha_write_queue_jobs",
+    "Transactions queued for the writer and not yet taken, at scrape time.",
+);
+const WAL_FRAMES: Series = Series::new(
+    "rinha_wal_frames",
+    "Frames (pages) in the WAL after the last background checkpoint.",
+);
+const WAL_BYTES: Series = Series::new("rinha_wal_bytes", "Size of the WAL file at scrape time.");
+const START_TIME: Series = Series::new(
+    "process_start_time_seconds",
+    "Start time of the process since the Unix epoch.",
+);
+const PROCESS_ID: Series = Series::new(
+    "rinha_process_id",
+    "The process id, to tell instances apart (e.g. through nginx).",
+);
+// Histograms.
+const DURATION: Series = Series::with_unit(
+    "rinha_http_request_duration_seconds",
+    Unit::Seconds,
+    "Time from receiving a request to its answer, by route pattern.",
+);
+const BATCH_SIZE: Series = Series::with_unit(
+    "rinha_write_batch_size",
+    Unit::Count,
+    "Transactions committed per write batch (group commit).",
+);
+const CHECKPOINT_DURATION: Series = Series::with_unit(
+    "rinha_checkpoint_duration_seconds",
+    Unit::Seconds,
+    "Duration of the background WAL checkpoints.",
+);
 
 /// Statuses this API answers, whose counters each route keeps a slot for; any other status
 /// (none today) is registered when first seen.
@@ -77,18 +180,79 @@ struct Inner {
     /// `[kind][outcome]`: credit/debit × applied/refused.
     transactions: [[Counter; 2]; 2],
     storage: StorageMetrics,
-    checkpoint_duration: Histogram,
-    checkpoint_failures: Counter,
-    wal_frames: Gauge,
-    wal_bytes: Gauge,
-    lock_waits: Counter,
-    lock_wait_retries: Counter,
-    lock_wait_seconds: Gauge,
-    lock_wait_longest: Gauge,
-    lock_wait_timeouts: Counter,
-    batches_retried: Counter,
-    largest_batch: Gauge,
-    write_queue: Gauge,
+}
+
+/// The series storage records, and the hooks it runs at each scrape; cheap to clone.
+/// `Default` records nothing (benchmarks, unit tests).
+#[derive(Clone)]
+pub struct StorageMetrics {
+    /// Jobs in each batch the writer commits.
+    pub batch_sizes: Histogram,
+    pub batches_retried: Counter,
+    pub largest_batch: Gauge,
+    pub write_queue: Gauge,
+    pub checkpoint_duration: Histogram,
+    pub checkpoint_failures: Counter,
+    pub wal_frames: Gauge,
+    pub wal_bytes: Gauge,
+    pub lock_waits: Counter,
+    pub lock_wait_retries: Counter,
+    pub lock_wait_seconds: Gauge,
+    pub lock_wait_longest: Gauge,
+    pub lock_wait_timeouts: Counter,
+    hooks: Arc<Mutex<Vec<ScrapeHook>>>,
+}
+
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for StorageMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for StorageMetrics {
+    fn default() -> Self {
+        Self {
+            batch_sizes: Histogram::noop(),
+            batches_retried: Counter::noop(),
+            largest_batch: Gauge::noop(),
+            write_queue: Gauge::noop(),
+            checkpoint_duration: Histogram::noop(),
+            checkpoint_failures: Counter::noop(),
+            wal_frames: Gauge::noop(),
+            wal_bytes: Gauge::noop(),
+            lock_waits: Counter::noop(),
+            lock_wait_retries: Counter::noop(),
+            lock_wait_seconds: Gauge::noop(),
+            lock_wait_longest: Gauge::noop(),
+            lock_wait_timeouts: Counter::noop(),
+            hooks: Arc::default(),
+        }
+    }
+}
+
+impl StorageMetrics {
+    /// Runs `hook` before each scrape is rendered, to set the series storage reads rather than
+    /// counts. The hook must not hold a clone of these metrics (it would never be freed): it
+    /// takes clones of the handles it sets.
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(hook));
+    }
+
+    fn scraped(&self) {
+        for hook in self
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            hook();
+        }
+    }
 }
 
 struct RouteMetrics {
@@ -109,44 +273,54 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&DURATION_BUCKETS)
             .and_then(|builder| {
-                builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS)
+                builder
+                    .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.name.into()), &BATCH_BUCKETS)
             })
             // Only an empty bucket list is refused, and these are constants.
             .expect("histogram buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
-        describe(&recorder);
-        let counter = |name: &'static str, labels: &[(&'static str, &'static str)]| {
-            recorder.register_counter(&key(name, labels), &metadata())
-        };
-        let gauge = |name: &'static str| recorder.register_gauge(&key(name, &[]), &metadata());
-        let histogram = |name: &'static str, labels: &[(&'static str, &'static str)]| {
-            recorder.register_histogram(&key(name, labels), &metadata())
-        };
+        let register = Register(&recorder);
         let routes = routes
             .iter()
             .copied()
             .chain([UNMATCHED])
             .map(|pattern| RouteMetrics {
                 pattern,
-                duration: histogram(DURATION, &[("route", pattern)]),
+                duration: register.histogram(&DURATION, &[("route", pattern)]),
                 requests: Default::default(),
             })
             .collect();
         let transaction = |kind, outcome| {
-            counter(
-                "rinha_transactions_total",
-                &[("kind", kind), ("outcome", outcome)],
-            )
+            register.counter(&TRANSACTIONS, &[("kind", kind), ("outcome", outcome)])
         };
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        gauge("process_start_time_seconds").set(started.as_secs_f64());
-        gauge("rinha_process_id").set(f64::from(std::process::id()));
+        register.gauge(&START_TIME).set(started.as_secs_f64());
+        register
+            .gauge(&PROCESS_ID)
+            .set(f64::from(std::process::id()));
+        let storage = StorageMetrics {
+            batch_sizes: register.histogram(&BATCH_SIZE, &[]),
+            batches_retried: register.counter(&BATCHES_RETRIED, &[]),
+            largest_batch: register.gauge(&LARGEST_BATCH),
+            write_queue: register.gauge(&WRITE_QUEUE),
+            checkpoint_duration: register.histogram(&CHECKPOINT_DURATION, &[]),
+            checkpoint_failures: register.counter(&CHECKPOINT_FAILURES, &[]),
+            wal_frames: register.gauge(&WAL_FRAMES),
+            wal_bytes: register.gauge(&WAL_BYTES),
+            lock_waits: register.counter(&LOCK_WAITS, &[]),
+            lock_wait_retries: register.counter(&LOCK_WAIT_RETRIES, &[]),
+            lock_wait_seconds: register.gauge(&LOCK_WAIT_SECONDS),
+            lock_wait_longest: register.gauge(&LOCK_WAIT_LONGEST),
+            lock_wait_timeouts: register.counter(&LOCK_WAIT_TIMEOUTS, &[]),
+            hooks: Arc::default(),
+        };
+        register.describe_counter(&REQUESTS);
         let inner = Inner {
             routes,
-            in_flight: gauge("rinha_http_requests_in_flight"),
+            in_flight: register.gauge(&IN_FLIGHT),
             transactions: [
                 [
                     transaction("credit", "applied"),
@@ -157,21 +331,7 @@ impl Metrics {
                     transaction("debit", "refused"),
                 ],
             ],
-            storage: StorageMetrics {
-                batch_sizes: histogram(BATCH_SIZE, &[]),
-            },
-            checkpoint_duration: histogram(CHECKPOINT_DURATION, &[]),
-            checkpoint_failures: counter("rinha_checkpoint_failures_total", &[]),
-            wal_frames: gauge("rinha_wal_frames"),
-            wal_bytes: gauge("rinha_wal_bytes"),
-            lock_waits: counter("rinha_lock_waits_total", &[]),
-            lock_wait_retries: counter("rinha_lock_wait_retries_total", &[]),
-            lock_wait_seconds: gauge("rinha_lock_wait_seconds"),
-            lock_wait_longest: gauge("rinha_lock_wait_longest_seconds"),
-            lock_wait_timeouts: counter("rinha_lock_wait_timeouts_total", &[]),
-            batches_retried: counter("rinha_write_batches_retried_total", &[]),
-            largest_batch: gauge("rinha_write_batch_largest"),
-            write_queue: gauge("rinha_write_queue_jobs"),
+            storage,
             recorder,
             handle,
         };
@@ -180,7 +340,7 @@ impl Metrics {
         }
     }
 
-    /// What storage records (the writer's batch sizes), for [`Database::connect`].
+    /// The series storage records, for `Database::connect`.
     pub fn storage(&self) -> StorageMetrics {
         self.inner.storage.clone()
     }
@@ -203,40 +363,46 @@ impl Metrics {
         self.inner.transactions[kind][usize::from(!applied)].increment(1);
     }
 
-    /// Records one background checkpoint: how long it took, and the WAL it left.
-    pub fn checkpoint(&self, took: Duration, result: Result<Checkpoint, ()>) {
-        self.inner.checkpoint_duration.record(took.as_secs_f64());
-        match result {
-            Ok(checkpoint) => self.inner.wal_frames.set(checkpoint.wal_pages as f64),
-            Err(()) => self.inner.checkpoint_failures.increment(1),
-        }
-    }
-
     /// Drains the histograms' pending samples into their buckets. The recorder keeps each sample
     /// until then, so this must run periodically even when nobody scrapes (see `startup`).
     pub fn upkeep(&self) {
         self.inner.handle.run_upkeep();
     }
 
-    /// The exposition: reads what other modules count, then renders every series.
-    pub fn render(&self, db: &Database) -> String {
-        let inner = &self.inner;
-        let waits = busy::lock_waits();
-        inner.lock_waits.absolute(waits.waits);
-        inner.lock_wait_retries.absolute(waits.retries);
-        inner.lock_wait_seconds.set(waits.total_ms / 1e3);
-        inner.lock_wait_longest.set(waits.longest_ms / 1e3);
-        inner.lock_wait_timeouts.absolute(waits.timeouts);
-        let batches = db.batch_stats();
-        inner.batches_retried.absolute(batches.retried);
-        inner.largest_batch.set(batches.largest as f64);
-        inner.write_queue.set(batches.waiting as f64);
-        let wal = db
-            .wal_path()
-            .and_then(|path| std::fs::metadata(path).ok())
-            .map_or(0, |meta| meta.len());
-        inner.wal_bytes.set(wal as f64);
-        inner.handle.render()
+    /// The exposition: runs storage's scrape hooks, then renders every series.
+    pub fn render(&self) -> String {
+        self.inner.storage.scraped();
+        self.inner.handle.render()
+    }
+}
+
+/// Registers series on a recorder, each described from its [`Series`] entry.
+struct Register<'r>(&'r PrometheusRecorder);
+
+impl Register<'_> {
+    /// Describes a counter registered later, label by label.
+    fn describe_counter(&self, series: &Series) {
+        self.0
+            .describe_counter(KeyName::from(series.name), series.unit, series.help.into());
+    }
+
+    fn counter(&self, series: &Series, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.describe_counter(series);
+        self.0
+            .register_counter(&key(series.name, labels), &metadata())
+    }
+
+    fn gauge(&self, series: &Series) -> Gauge {
+        self.0
+            .describe_gauge(series.name.into(), series.unit, series.help.into());
+        self.0.register_gauge(&key(series.name, &[]), &metadata())
+    }
+
+    fn histogram(&self, series: &Series, labels: &[(&'static str, &'static str)]) -> Histogram {
+        self.0
+            .describe_histogram(series.name.into(), series.unit, series.help.into());
+        self.0
+            .register_histogram(&key(series.name, labels), &metadata())
     }
 }
 
@@ -277,7 +443,7 @@ impl Metrics {
         let register = || {
             self.inner.recorder.register_counter(
                 &Key::from_parts(
-                    REQUESTS,
+                    REQUESTS.name,
                     vec![
                         Label::new("route", route.pattern),
                         Label::new("status", status.as_str().to_owned()),
@@ -302,99 +468,4 @@ fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
             .map(|&(key, value)| Label::new(key, value))
             .collect::<Vec<_>>(),
     )
-}
-
-/// The `# HELP` of every series.
-fn describe(recorder: &PrometheusRecorder) {
-    let counters = [
-        (
-            REQUESTS,
-            "HTTP requests answered, by route pattern and status.",
-        ),
-        (
-            "rinha_transactions_total",
-            "Valid transactions by kind (credit, debit) and outcome: applied, or refused (limit or balance ceiling).",
-        ),
-        (
-            "rinha_lock_waits_total",
-            "Writes that found SQLite's write lock held by another connection (backoff busy handler only).",
-        ),
-        (
-            "rinha_lock_wait_retries_total",
-            "Attempts to take the write lock after the first, over all waits.",
-        ),
-        (
-            "rinha_lock_wait_timeouts_total",
-            "Waits that reached DB_BUSY_TIMEOUT_MS and failed (503).",
-        ),
-        (
-            "rinha_write_batches_retried_total",
-            "Write batches rolled back and applied again one job at a time.",
-        ),
-        (
-            "rinha_checkpoint_failures_total",
-            "Background WAL checkpoints that failed.",
-        ),
-    ];
-    for (name, help) in counters {
-        recorder.describe_counter(KeyName::from(name), None, help.into());
-    }
-    let gauges = [
-        (
-            "rinha_http_requests_in_flight",
-            "Requests being served now.",
-        ),
-        (
-            "rinha_lock_wait_seconds",
-            "Time spent waiting for the write lock since start: only grows (rate() it). A gauge because counters here are integers.",
-        ),
-        (
-            "rinha_lock_wait_longest_seconds",
-            "The longest single wait for the write lock since start.",
-        ),
-        (
-            "rinha_write_batch_largest",
-            "The most transactions one write batch held since start.",
-        ),
-        (
-            "rinha_write_queue_jobs",
-            "Transactions queued for the writer and not yet taken, at scrape time.",
-        ),
-        (
-            "rinha_wal_frames",
-            "Frames (pages) in the WAL after the last background checkpoint.",
-        ),
-        ("rinha_wal_bytes", "Size of the WAL file at scrape time."),
-        (
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch.",
-        ),
-        (
-            "rinha_process_id",
-            "The process id, to tell instances apart (e.g. through nginx).",
-        ),
-    ];
-    for (name, help) in gauges {
-        recorder.describe_gauge(KeyName::from(name), None, help.into());
-    }
-    let histograms = [
-        (
-            DURATION,
-            Some(Unit::Seconds),
-            "Time from receiving a request to its answer, by route pattern.",
-        ),
-        (
-            BATCH_SIZE,
-            Some(Unit::Count),
-            "Transactions committed per write batch (group commit).",
-        ),
-        (
-            CHECKPOINT_DURATION,
-            Some(Unit::Seconds),
-            "Duration of the background WAL checkpoints.",
-        ),
-    ];
-    for (name, unit, help) in histograms {
-        recorder.describe_histogram(KeyName::from(name), unit, help.into());
-    }
 }

@@ -6,16 +6,46 @@
 //! nginx in the middle of its own work; each preemption is a pair of context switches, paid by
 //! both. `SCHED_BATCH` tells the kernel these threads are throughput work: a woken thread waits
 //! for the running one to sleep or use up its slice, so each wake-up finds more requests waiting
-//! and both sides switch less. On the 2-core machine of `BENCHMARKS.md` this cut the instances'
-//! CPU per request by 13-15% and the front nginx's by 8%, through the whole stack. A thread
+//! and both sides switch less (on a 2-core machine, 13-15% less CPU per request in the instances
+//! and 8% less in the front nginx: BENCHMARKS.md). A thread
 //! under `SCHED_BATCH` still gets its fair share of the CPU; only wake-up preemption goes.
 //!
 //! [`apply`] sets the policy of the calling thread, and Linux gives every thread the policy of
 //! the thread that created it: `main` calls it before any other thread starts, so the Actix
-//! workers, the writer's owner thread and sqlx's connection threads all run under it. Lowering a
+//! workers and sqlx's connection threads all run under it. Lowering a
 //! thread to `SCHED_BATCH` needs no privilege (containers included).
 
-use crate::config::SchedPolicy;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How Linux schedules the process's threads, named as `API_SCHED_POLICY` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedPolicy {
+    /// `SCHED_BATCH`: a woken thread does not preempt the running one (Linux only).
+    Batch,
+    /// Linux's default policy, `SCHED_OTHER`.
+    Normal,
+}
+
+impl Default for SchedPolicy {
+    /// `batch` on Linux, `normal` elsewhere.
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Self::Batch
+        } else {
+            Self::Normal
+        }
+    }
+}
+
+impl fmt::Display for SchedPolicy {
+    /// The name `API_SCHED_POLICY` takes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.serialize(f)
+    }
+}
 
 /// Puts the calling thread, and every thread it creates from now on, under `policy`.
 #[cfg(target_os = "linux")]

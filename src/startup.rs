@@ -1,10 +1,16 @@
-//! Builds the application: metrics, storage, listener, routes and the background tasks
-//! (checkpoints, metrics upkeep).
+//! Builds the application (metrics, storage, listeners, routes) and runs it until it is told to
+//! stop.
 //!
 //! [`Application::build`] binds the listener before anything runs, so a caller that asked for
-//! port 0 (the tests) learns the real port from [`Application::port`] and the production binary
-//! and the tests start the server the same way.
+//! port 0 (the tests) learns the real port from [`Application::port`], and the production binary
+//! and the tests start the server the same way. [`Application::run_until`] takes the stop signal
+//! as an argument (mini-redis's `server::run(listener, shutdown)`); `main` passes SIGINT/SIGTERM.
+//!
+//! Stopping: the server stops accepting connections and finishes the requests in flight (for up
+//! to [`SHUTDOWN_TIMEOUT`]) while storage stops taking writes, commits the ones it has queued,
+//! and closes. A request that reaches storage after that is answered 503, "stopping".
 
+use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -20,7 +26,7 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::metrics::Metrics;
-use crate::openapi::{self, Document};
+use crate::openapi::{self, Document, ROUTES};
 use crate::overload::{self, Limiter, OverloadSettings};
 use crate::routes::fallback;
 
@@ -28,18 +34,8 @@ use crate::routes::fallback;
 /// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 
-/// Every route, by pattern, for the metrics' series; `openapi::routes` mounts them, each named
-/// by its pattern, which is how the metrics middleware learns the matched pattern
-/// (`HttpRequest::match_name`, no allocation). A unit test in `openapi` checks this list against
-/// the documented paths.
-pub const ROUTES: [&str; 6] = [
-    "/clientes/{id}/transacoes",
-    "/clientes/{id}/extrato",
-    "/reset",
-    "/health",
-    "/metrics",
-    "/openapi.json",
-];
+/// How long a stopping server waits for the requests in flight before it drops them.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the metrics' histograms are drained into their buckets when nobody scrapes (each
 /// sample is held until then: at 10,000 requests a second, 5 s hold under a megabyte).
@@ -52,7 +48,6 @@ pub struct Application {
     server: Server,
     db: Database,
     metrics: Metrics,
-    checkpoint_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -99,7 +94,7 @@ impl Application {
             })?),
             None => None,
         };
-        let db = Database::connect(&config, metrics.storage()).await?;
+        let db = Database::connect(&config.database, metrics.storage()).await?;
         let server = serve(
             listener,
             unix_listener,
@@ -115,7 +110,6 @@ impl Application {
             server,
             db,
             metrics,
-            checkpoint_interval: config.checkpoint_interval,
         })
     }
 
@@ -124,27 +118,54 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped (SIGINT or SIGTERM), then closes the database.
+    /// Serves until SIGINT or SIGTERM, then stops (see the module's header).
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        let checkpoints = (!self.checkpoint_interval.is_zero() && self.db.needs_checkpoints())
-            .then(|| {
-                tokio::spawn(checkpoint_periodically(
-                    self.db.clone(),
-                    self.metrics.clone(),
-                    self.checkpoint_interval,
-                ))
-            });
+        self.run_until(stop_signal()).await
+    }
+
+    /// Serves until `stop` completes (or the server fails), then stops: the server finishes the
+    /// requests in flight while storage commits its queued writes and closes.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
+        let server = self.server.handle();
+        let mut serving = tokio::spawn(self.server);
         let upkeep = tokio::spawn(metrics_upkeep(self.metrics.clone()));
-        let served = self.server.await;
-        if let Some(task) = checkpoints {
-            task.abort();
+        let early = tokio::select! {
+            served = &mut serving => Some(served),
+            () = stop => None,
+        };
+        if early.is_none() {
+            tracing::info!("stopping");
         }
+        let (_, ()) = tokio::join!(server.stop(true), self.db.close());
+        let served = match early {
+            Some(served) => served,
+            None => serving.await,
+        };
         upkeep.abort();
-        self.db.close().await;
         if let Some(path) = &self.socket {
             std::fs::remove_file(path).ok();
         }
-        served
+        served.unwrap_or_else(|err| Err(io::Error::other(err)))
+    }
+}
+
+/// Completes at the first SIGINT or SIGTERM (Ctrl-C, `docker stop`, `kill`).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(error = %err, "cannot listen for SIGINT/SIGTERM; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -206,30 +227,15 @@ pub fn serve(
     .workers(workers)
     .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
     .backlog(4096)
-    .shutdown_timeout(5)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+    // `Application::run_until` decides when to stop.
+    .disable_signals()
     .listen(listener)?;
     let server = match unix_listener {
         Some(unix_listener) => server.listen_uds(unix_listener)?,
         None => server,
     };
     Ok(server.run())
-}
-
-/// Copies the WAL into the database file every `interval`, off the request path.
-async fn checkpoint_periodically(db: Database, metrics: Metrics, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        ticks.tick().await;
-        let started = std::time::Instant::now();
-        let result = db.checkpoint().await;
-        let took = started.elapsed();
-        match &result {
-            Ok(checkpoint) => tracing::debug!(?checkpoint, ?took, "checkpoint"),
-            Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
-        }
-        metrics.checkpoint(took, result.map_err(drop));
-    }
 }
 
 /// Drains the metrics' histograms every [`METRICS_UPKEEP`], so their pending samples stay

@@ -11,14 +11,15 @@
 //! and not even there when `NO_COLOR` is set.
 
 use std::io::IsTerminal;
-use std::str::FromStr;
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, one_of};
+use crate::config::{Choice, ConfigError};
 
 /// How log lines are written (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -27,23 +28,18 @@ pub enum LogFormat {
     Json,
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        one_of(value, &[("text", Self::Text), ("json", Self::Json)])
-    }
-}
-
 impl LogFormat {
     /// `LOG_FORMAT` if set; otherwise text when stderr is a terminal, JSON when it is not.
     pub fn from_env() -> Result<Self, ConfigError> {
         match std::env::var("LOG_FORMAT") {
-            Ok(value) => value.parse().map_err(|reason| ConfigError {
-                name: "LOG_FORMAT",
-                value,
-                reason,
-            }),
+            Ok(value) => match value.parse() {
+                Ok(Choice(format)) => Ok(format),
+                Err(reason) => Err(ConfigError {
+                    name: "LOG_FORMAT",
+                    value,
+                    reason: reason.to_string(),
+                }),
+            },
             Err(_) if std::io::stderr().is_terminal() => Ok(Self::Text),
             Err(_) => Ok(Self::Json),
         }

@@ -12,21 +12,19 @@
 //! process would hold one client's row lock across other clients' work.
 //!
 //! The SQL sticks to what CockroachDB and YugabyteDB also run (see `script.postgres.sql` and the
-//! README): no sequences, triggers, advisory locks or `TRUNCATE`.
+//! docs): no sequences, triggers, advisory locks or `TRUNCATE`.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::writer::{BatchStats, Outcome};
-use super::{StatementRow, StorageError, statement_from_rows};
-use crate::config::Config;
-use crate::domain::{Client, ClientId, MAX_BALANCE, NewTransaction, STATEMENT_LENGTH, Statement};
+use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
+use super::{DatabaseSettings, StorageError};
+use crate::domain::{
+    Applied, Client, MAX_BALANCE, NewTransaction, Recorded, STATEMENT_LENGTH, Statement,
+};
 
 /// The schema and the five clients; applied by every instance at start.
 pub const SCHEMA: &str = include_str!("../../script.postgres.sql");
@@ -95,33 +93,34 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-/// The PostgreSQL ledger: a connection pool and the clients, read once at start.
+/// A failure of the PostgreSQL backend: sqlx's error, classified by [`StorageError::from`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PgError(#[from] sqlx::Error);
+
+/// The PostgreSQL ledger: a connection pool.
 #[derive(Debug, Clone)]
 pub struct Postgres {
     pool: PgPool,
-    clients: Arc<HashMap<ClientId, Client>>,
-    /// Writes attempted, reported in `/stats` as batches of one.
-    writes: Arc<AtomicU64>,
 }
 
 impl Postgres {
-    /// Connects (waiting up to [`CONNECT_PATIENCE`] for a server that is still starting),
-    /// applies `script.postgres.sql` and loads the clients.
-    pub async fn connect(config: &Config) -> Result<Self, StorageError> {
-        let options = PgConnectOptions::from_str(&config.database_url)
-            .map_err(storage_error)?
+    /// Connects (waiting up to [`CONNECT_PATIENCE`] for a server that is still starting) and
+    /// applies `script.postgres.sql`.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, PgError> {
+        let options = PgConnectOptions::from_str(&settings.url)?
             // A write waiting longer than this for a client's row fails with 503, as a SQLite
             // write waiting for the file's lock does.
             .options([(
                 "lock_timeout",
-                config.busy_timeout.as_millis().to_string().as_str(),
+                settings.busy_timeout.as_millis().to_string().as_str(),
             )]);
         let deadline = Instant::now() + CONNECT_PATIENCE;
         let pool = loop {
             let attempt = PgPoolOptions::new()
                 .min_connections(1)
-                .max_connections(config.pg_connections)
-                .acquire_timeout(config.busy_timeout)
+                .max_connections(settings.pool_size)
+                .acquire_timeout(settings.busy_timeout)
                 // Each check would be one more round trip per request.
                 .test_before_acquire(false)
                 .connect_with(options.clone())
@@ -132,100 +131,72 @@ impl Postgres {
                     tracing::debug!(error = %err, "PostgreSQL not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(err) => return Err(storage_error(err)),
+                Err(err) => return Err(err.into()),
             }
         };
         apply_schema(&pool, deadline).await?;
-        let rows: Vec<(i64, i64)> = sqlx::query_as(CLIENTS)
-            .fetch_all(&pool)
-            .await
-            .map_err(storage_error)?;
-        let clients = rows
-            .into_iter()
-            .map(|(id, limit)| {
-                let id = ClientId(id);
-                (id, Client { id, limit })
-            })
-            .collect();
-        Ok(Self {
-            pool,
-            clients: Arc::new(clients),
-            writes: Arc::default(),
-        })
+        Ok(Self { pool })
     }
 
-    pub fn client(&self, id: ClientId) -> Option<Client> {
-        self.clients.get(&id).copied()
+    /// Every client and its limit.
+    pub async fn clients(&self) -> Result<Vec<Client>, PgError> {
+        let rows = sqlx::query_as(CLIENTS).fetch_all(&self.pool).await?;
+        Ok(clients_from_rows(rows))
     }
 
     /// Applies `transaction` to `client` if the balance allows it, in one round trip; answers
     /// once it is committed.
     pub async fn record(
         &self,
-        client: ClientId,
+        client: Client,
         transaction: &NewTransaction,
-    ) -> Result<Outcome, StorageError> {
-        self.writes.fetch_add(1, Relaxed);
+    ) -> Result<Recorded, PgError> {
         let balance: Option<i64> = sqlx::query_scalar(RECORD)
-            .bind(client.0)
+            .bind(client.id.0)
             .bind(transaction.signed_amount())
             .bind(MAX_BALANCE)
-            .bind(transaction.amount)
-            .bind(transaction.kind.code())
-            .bind(&transaction.description)
+            .bind(transaction.amount())
+            .bind(transaction.kind().code())
+            .bind(transaction.description())
             // sqlx reads every message up to ReadyForQuery before returning the row, i.e. past
             // the implicit transaction's commit: a commit that fails is an error here, never a 200.
             .fetch_optional(&self.pool)
-            .await
-            .map_err(storage_error)?;
-        Ok(balance.map_or(Outcome::Refused, |balance| Outcome::Applied { balance }))
+            .await?;
+        Ok(match balance {
+            Some(balance) => Recorded::Applied(Applied {
+                limit: client.limit,
+                balance,
+            }),
+            // The row matched no `WHERE`: the rules refused it, for the reason its kind gives.
+            None => Recorded::Refused(transaction.refusal()),
+        })
     }
 
     /// The client's statement, from one snapshot.
-    pub async fn statement(&self, client: Client) -> Result<Statement, StorageError> {
+    pub async fn statement(&self, client: Client) -> Result<Statement, PgError> {
         let rows: Vec<StatementRow<DateTime<Utc>>> = sqlx::query_as(STATEMENT)
             .bind(client.id.0)
             .bind(i64::from(STATEMENT_LENGTH))
             .fetch_all(&self.pool)
-            .await
-            .map_err(storage_error)?;
-        statement_from_rows(rows, rfc3339)
+            .await?;
+        statement_from_rows(rows, rfc3339).ok_or_else(|| PgError(sqlx::Error::RowNotFound))
     }
 
     /// Deletes every transaction and sets every balance back to 0, atomically.
-    pub async fn reset(&self) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await.map_err(storage_error)?;
-        sqlx::query(ZERO_BALANCES)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage_error)?;
-        sqlx::query(DELETE_TRANSACTIONS)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage_error)?;
-        tx.commit().await.map_err(storage_error)
+    pub async fn reset(&self) -> Result<(), PgError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(ZERO_BALANCES).execute(&mut *tx).await?;
+        sqlx::query(DELETE_TRANSACTIONS).execute(&mut *tx).await?;
+        Ok(tx.commit().await?)
     }
 
-    pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query(PING)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(storage_error)
+    /// Succeeds when the server answers a query.
+    pub async fn ping(&self) -> Result<(), PgError> {
+        sqlx::query(PING).execute(&self.pool).await?;
+        Ok(())
     }
 
-    /// Every write is its own transaction: batches of one.
-    pub fn batch_stats(&self) -> BatchStats {
-        let writes = self.writes.load(Relaxed);
-        BatchStats {
-            batches: writes,
-            jobs: writes,
-            largest: writes.min(1),
-            retried: 0,
-            waiting: 0,
-        }
-    }
-
+    /// Closes the pool: a request from then on fails as stopping.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -244,7 +215,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 /// with a unique violation once the first commits. Its transaction is rolled back whole, and the
 /// retry finds everything in place. This needs no advisory lock, which CockroachDB and older
 /// YugabyteDB do not have.
-async fn apply_schema(pool: &PgPool, deadline: Instant) -> Result<(), StorageError> {
+async fn apply_schema(pool: &PgPool, deadline: Instant) -> Result<(), PgError> {
     let mut attempt = 0_u64;
     loop {
         let result = async {
@@ -260,7 +231,7 @@ async fn apply_schema(pool: &PgPool, deadline: Instant) -> Result<(), StorageErr
                 tracing::debug!(error = %err, attempt, "schema created concurrently; retrying");
                 tokio::time::sleep(Duration::from_millis(5 * attempt.min(20))).await;
             }
-            Err(err) => return Err(storage_error(err)),
+            Err(err) => return Err(err.into()),
         }
     }
 }
@@ -289,22 +260,27 @@ fn is_not_up_yet(err: &sqlx::Error) -> bool {
         || sqlstate(err).is_some_and(|code| code == "57P03")
 }
 
-/// Maps a PostgreSQL failure to the storage error: waiting too long (for a row lock, a connection
-/// or a busy server) or a conflict worth retrying is [`StorageError::Busy`] (503), the rest
-/// [`StorageError::Other`] (500).
-fn storage_error(err: sqlx::Error) -> StorageError {
-    let busy = matches!(err, sqlx::Error::PoolTimedOut)
-        || sqlstate(&err).is_some_and(|code| {
-            // serialization failure, deadlock, lock timeout, query canceled (statement_timeout),
-            // too many connections, cannot connect now.
-            matches!(
-                code.as_str(),
-                "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P03"
-            )
-        });
-    if busy {
-        StorageError::Busy(err.into())
-    } else {
-        StorageError::Other(err.into())
+impl From<PgError> for StorageError {
+    /// Waiting too long (for a row lock, a connection or a busy server) or a conflict worth
+    /// retrying is [`StorageError::Busy`] (503); a closed pool, [`StorageError::Stopping`]; the
+    /// rest [`StorageError::Other`] (500).
+    fn from(PgError(err): PgError) -> Self {
+        if matches!(err, sqlx::Error::PoolClosed) {
+            return StorageError::Stopping;
+        }
+        let busy = matches!(err, sqlx::Error::PoolTimedOut)
+            || sqlstate(&err).is_some_and(|code| {
+                // serialization failure, deadlock, lock timeout, query canceled
+                // (statement_timeout), too many connections, cannot connect now.
+                matches!(
+                    code.as_str(),
+                    "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P03"
+                )
+            });
+        if busy {
+            StorageError::Busy(err.into())
+        } else {
+            StorageError::Other(err.into())
+        }
     }
 }

@@ -5,7 +5,6 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::db::Database;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
 /// Renders every series (see `crate::metrics`).
@@ -15,11 +14,11 @@ use crate::metrics::{CONTENT_TYPE, Metrics};
     operation_id = "show_metrics",
     responses(
         (status = 200, description = "This instance's series in the Prometheus text format (docs/OBSERVABILITY.md)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
-        (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::error::ErrorBody),
     ),
 )]
-pub async fn show(metrics: web::Data<Metrics>, db: web::Data<Database>) -> HttpResponse {
+pub async fn show(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
-        .body(metrics.render(&db))
+        .body(metrics.render())
 }

@@ -1,5 +1,6 @@
 //! HTTP handlers, one file per resource. Each one extracts, validates, makes one storage call and
-//! answers: no SQL and no status codes here (those live in `db` and `error`).
+//! answers: no SQL and no status codes here (those live in `db` and `error`). Each documents
+//! itself with `#[utoipa::path]`, from which `openapi` both writes the document and mounts it.
 
 pub mod body;
 pub mod fallback;
@@ -9,9 +10,7 @@ pub mod reset;
 pub mod statement;
 pub mod transactions;
 
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use serde::Serialize;
+use actix_web::HttpRequest;
 
 use crate::db::Database;
 use crate::domain::{Client, ClientId};
@@ -34,12 +33,4 @@ fn find_client(db: &Database, request: &HttpRequest) -> Result<Client, ApiError>
     };
     id.and_then(|id| db.client(id))
         .ok_or(ApiError::ClientNotFound)
-}
-
-/// `answer` with `value` as its JSON body. `HttpResponseBuilder::json` alone would make the
-/// `Content-Type` from a `mime` at each answer, copying its text into a new header value; this one
-/// is static.
-pub(crate) fn json(mut answer: HttpResponseBuilder, value: impl Serialize) -> HttpResponse {
-    const JSON: HeaderValue = HeaderValue::from_static("application/json");
-    answer.insert_header((CONTENT_TYPE, JSON)).json(value)
 }

@@ -2,7 +2,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{find_client, json};
+use super::find_client;
+use crate::answer::json;
 use crate::db::Database;
 use crate::error::ApiError;
 
@@ -15,8 +16,8 @@ use crate::error::ApiError;
     responses(
         (status = 200, description = "Balance and the last 10 transactions, newest first", body = crate::domain::Statement,
             links(("transaction" = (operation_id = "create_transaction", parameters(("id" = "$request.path.id")))))),
-        (status = 404, description = "Unknown or non-numeric client id", body = crate::openapi::ErrorBody),
-        (status = 503, description = "The instance is shedding load (MAX_IN_FLIGHT); retry", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or non-numeric client id", body = crate::error::ErrorBody),
+        (status = 503, description = "The database stayed busy, the instance is stopping, or it is shedding load (MAX_IN_FLIGHT); retry", body = crate::error::ErrorBody),
     ),
 )]
 pub async fn show(db: web::Data<Database>, request: HttpRequest) -> Result<HttpResponse, ApiError> {

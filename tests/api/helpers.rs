@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Response, StatusCode};
 use rinha_api::config::Config;
+use rinha_api::db::DatabaseSettings;
 use rinha_api::startup::Application;
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -169,10 +170,72 @@ impl TestDatabase {
         }
     }
 
+    /// Holds what a write to client `client` must wait for, until the returned guard is
+    /// released: SQLite's write lock on the whole file, or PostgreSQL's lock on the client's row.
+    pub async fn hold_write_lock(&self, client: i64) -> HeldWriteLock {
+        match self {
+            Self::Sqlite { path, .. } => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_secs(5));
+                let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("open the file");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("take the write lock");
+                HeldWriteLock::Sqlite(connection)
+            }
+            Self::Postgres { .. } => {
+                let mut connection = self.connect_postgres().await;
+                sqlx::raw_sql("BEGIN")
+                    .execute(&mut connection)
+                    .await
+                    .expect("begin");
+                sqlx::query("SELECT 1 FROM clientes WHERE id = $1 FOR UPDATE")
+                    .bind(client)
+                    .execute(&mut connection)
+                    .await
+                    .expect("lock the client's row");
+                HeldWriteLock::Postgres(connection)
+            }
+        }
+    }
+
     async fn connect_postgres(&self) -> PgConnection {
         PgConnection::connect(&self.url())
             .await
             .expect("connect to the test database")
+    }
+}
+
+/// A lock held by a test on the database (see [`TestDatabase::hold_write_lock`]).
+#[derive(Debug)]
+pub enum HeldWriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl HeldWriteLock {
+    /// Rolls back the test's transaction, which releases the lock.
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(mut connection) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("release the write lock");
+                connection.close().await.ok();
+            }
+            Self::Postgres(mut connection) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("release the row lock");
+                connection.close().await.ok();
+            }
+        }
     }
 }
 
@@ -222,7 +285,10 @@ pub async fn spawn_app() -> TestApp {
     let config = Config {
         host: "127.0.0.1".into(),
         port: 0,
-        database_url: db.url(),
+        database: DatabaseSettings {
+            url: db.url(),
+            ..DatabaseSettings::default()
+        },
         workers: 2,
         ..Config::default()
     };
@@ -423,11 +489,21 @@ impl Instance {
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.wait_for_exit(timeout)
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn send_sigterm(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(sent.success(), "SIGTERM sent");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("process status") {

@@ -12,5 +12,4 @@ mod openapi;
 mod overload;
 mod processes;
 mod rules;
-mod schema;
 mod stack;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use rinha_api::config::Config;
+use rinha_api::db::DatabaseSettings;
 use rinha_api::overload::OverloadSettings;
 use rinha_api::startup::Application;
 
@@ -25,7 +26,10 @@ async fn spawn_limited(overload: OverloadSettings) -> Limited {
     let config = Config {
         host: "127.0.0.1".into(),
         port: 0,
-        database_url: sqlite_url(&dir.path().join("rinha.db")),
+        database: DatabaseSettings {
+            url: sqlite_url(&dir.path().join("rinha.db")),
+            ..DatabaseSettings::default()
+        },
         workers: 2,
         overload,
         ..Config::default()

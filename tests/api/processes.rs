@@ -4,6 +4,7 @@
 //! ten committed.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -220,7 +221,7 @@ fn the_binary_refuses_invalid_configuration_naming_the_variable() {
         ("API_PORT", "http"),
         ("API_WORKERS", "0"),
         ("DATABASE_URL", "mysql://localhost/rinha"),
-        ("DB_BUSY_HANDLER", "spin"),
+        ("DB_WRITE_SYNC", "full"),
         ("API_SCHED_POLICY", "fifo"),
     ];
     for (name, value) in cases {
@@ -291,7 +292,7 @@ async fn every_thread_of_a_process_runs_under_the_scheduling_policy_it_was_given
 
         let names: HashSet<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
         let expected_threads: &[&str] = match processes.db {
-            TestDatabase::Sqlite { .. } => &["actix-server wo", "sqlite-writer", "sqlx-sqlite-wor"],
+            TestDatabase::Sqlite { .. } => &["actix-server wo", "sqlx-sqlite-wor"],
             TestDatabase::Postgres { .. } => &["actix-server wo"],
         };
         for part in expected_threads {
@@ -321,6 +322,103 @@ async fn a_process_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
+/// Reads one HTTP/1.1 answer from `stream`: its status and body.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let length: usize = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })?;
+        (body.len() >= length).then(|| (head.to_owned(), body[..length].to_owned()))
+    };
+    let (head, body) = loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(read > 0, "connection closed after {answer:?}");
+        answer.extend_from_slice(&chunk[..read]);
+        if let Some(done) = complete(&answer) {
+            break done;
+        }
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body)
+}
+
+/// SIGTERM while one write waits for its turn and another's body is still arriving: the waiting
+/// write is committed and answered 200; the one completed after the signal is refused with a 503
+/// that says the instance is stopping (not that the database is busy); the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_arrives_while_the_instance_stops_gets_a_503_saying_so() {
+    use tokio::io::AsyncWriteExt;
+    // Long enough that the first write is still waiting when the second completes.
+    let mut processes = spawn_processes_with(1, &[("DB_BUSY_TIMEOUT_MS", "20000")]).await;
+    let lock = processes.db.hold_write_lock(1).await;
+    let instance = &processes.instances[0];
+    let first = {
+        let (http, url) = (
+            instance.http.clone(),
+            format!("{}/clientes/1/transacoes", instance.address),
+        );
+        tokio::spawn(async move {
+            let answer = http.post(url).json(&body(5, "c", "antes")).send().await;
+            answer.expect("the first write is answered").status()
+        })
+    };
+    // The second write's headers and half its body, before the signal: a request in flight,
+    // which a stopping server still finishes.
+    let address = instance.address.trim_start_matches("http://").to_owned();
+    let mut late = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let payload = r#"{"valor": 7, "tipo": "c", "descricao": "depois"}"#;
+    let (head, tail) = payload.split_at(payload.len() / 2);
+    let request = format!(
+        "POST /clientes/1/transacoes HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+        payload.len()
+    );
+    late.write_all(request.as_bytes()).await.expect("sent");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    instance.send_sigterm();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    late.write_all(tail.as_bytes())
+        .await
+        .expect("the rest sent");
+    let (status, answer) = read_answer(&mut late).await;
+    assert_eq!(status, 503, "a write completed after SIGTERM: {answer}");
+    let error: serde_json::Value = serde_json::from_str(&answer).expect("a JSON error");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("stopping"), "{message}");
+    assert!(!message.contains("busy"), "{message}");
+
+    // The write queued before the stop is still committed and answered.
+    lock.release().await;
+    let first = first.await.expect("the first write's task");
+    assert_eq!(first, StatusCode::OK);
+    let status = processes.instances[0].wait_for_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let ledger = processes.db.stored_ledger().await;
+    let descriptions: Vec<&str> = ledger.iter().map(|t| t.descricao.as_str()).collect();
+    assert_eq!(
+        descriptions,
+        ["antes"],
+        "only the write answered 200 is stored"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_opening_a_new_file_at_the_same_instant_all_come_up() {
     // The same race as between processes, made tight: every instance opens the file in the same
@@ -333,7 +431,10 @@ async fn instances_opening_a_new_file_at_the_same_instant_all_come_up() {
             let config = rinha_api::config::Config {
                 host: "127.0.0.1".into(),
                 port: 0,
-                database_url: database_url.clone(),
+                database: rinha_api::db::DatabaseSettings {
+                    url: database_url.clone(),
+                    ..rinha_api::db::DatabaseSettings::default()
+                },
                 workers: 1,
                 ..rinha_api::config::Config::default()
             };

@@ -22,7 +22,10 @@ async fn spawn_real_api() -> RealApi {
     let config = Config {
         host: "127.0.0.1".into(),
         port: 0,
-        database_url: format!("sqlite://{}", directory.path().join("rinha.db").display()),
+        database: rinha_api::db::DatabaseSettings {
+            url: format!("sqlite://{}", directory.path().join("rinha.db").display()),
+            ..rinha_api::db::DatabaseSettings::default()
+        },
         workers: 2,
         ..Config::default()
     };

@@ -1,26 +1,7 @@
-//! Every SQL statement the service runs, in one place. `script.sql` holds the schema.
+//! Every SQL text the SQLite backend runs, in one place. `script.sql` holds the schema.
 
 /// The schema and the five clients; applied by every instance at start.
-pub const SCHEMA: &str = include_str!("../../script.sql");
-
-/// Whether the file holds the first schema (before the per-client lists): `clientes` exists
-/// without `ultima_id`. Such a file is converted by [`TO_CLIENT_LISTS`] before [`SCHEMA`] runs.
-pub const HAS_INDEXED_SCHEMA: &str =
-    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'clientes')
-        AND NOT EXISTS (SELECT 1 FROM pragma_table_info('clientes') WHERE name = 'ultima_id')";
-
-/// Converts a file of the first schema, which found a client's latest transactions through the
-/// index `transacoes_por_cliente (cliente_id, id DESC)`: links every transaction to the one
-/// before it (through that index, while it is there), points each client at its newest, then
-/// drops the index and the old trigger ([`SCHEMA`] creates the new one).
-pub const TO_CLIENT_LISTS: &str = "ALTER TABLE clientes ADD COLUMN ultima_id INTEGER;
-     ALTER TABLE transacoes ADD COLUMN anterior_id INTEGER;
-     UPDATE transacoes SET anterior_id = (
-         SELECT max(p.id) FROM transacoes AS p
-         WHERE p.cliente_id = transacoes.cliente_id AND p.id < transacoes.id);
-     UPDATE clientes SET ultima_id = (SELECT max(id) FROM transacoes WHERE cliente_id = clientes.id);
-     DROP INDEX IF EXISTS transacoes_por_cliente;
-     DROP TRIGGER IF EXISTS transacoes_aplica_saldo;";
+pub const SCHEMA: &str = include_str!("../../../script.sql");
 
 /// The writer's transaction around each batch: `IMMEDIATE` takes the write lock at once, so a
 /// batch never fails half-way for want of it.
@@ -29,7 +10,7 @@ pub const COMMIT: &str = "COMMIT";
 pub const ROLLBACK: &str = "ROLLBACK";
 
 /// Back to SQLite's default sync level on the write connection before it closes (see
-/// `Database::connect` for why it runs with `synchronous=OFF` until then).
+/// `sqlite::connect` for why it runs with `synchronous=OFF` until then).
 pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 
 /// A client's account at the start of its first transaction in a batch: `saldo`, `limite`, and

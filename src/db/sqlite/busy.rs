@@ -1,25 +1,22 @@
-//! What a connection does while another process holds SQLite's write lock, and how long it waited.
+//! How a connection waits while another process holds SQLite's write lock, and how long it waited.
 //!
 //! Both API instances write the same file, so a write regularly finds the lock taken by the other
-//! process. SQLite's default busy handler (`sqlite3_busy_timeout`) then sleeps 1, 2, 5, 10, 15,
-//! 20, 25, ... milliseconds between attempts, while the other process holds the lock for only
-//! tens of microseconds: every collision would cost at least a millisecond, straight into tail
-//! latency. This module installs a handler that retries after 20 µs and backs off to at most
-//! 1 ms, and gives up (the request then fails with 503) after the configured timeout.
+//! process. SQLite's default busy handler (`sqlite3_busy_timeout`) sleeps 1, 2, 5, 10, 15, 20, 25,
+//! ... milliseconds between attempts, while the other process holds the lock for only tens of
+//! microseconds: every collision would cost at least a millisecond, straight into tail latency.
+//! Here a wait retries after 20 µs, doubles its pause up to 1 ms, and gives up (the request then
+//! fails with 503) after the busy timeout.
 //!
-//! The handler serves the reader connections, on their own sqlx worker threads. The writer runs
-//! on the Actix worker that commits, so it must not sleep inside SQLite: its connection fails at
-//! once when the lock is taken, and it waits with a [`Wait`], which lets the worker serve other
-//! requests between attempts and sleeps the same short, doubling pauses. Both count into the
-//! same process-wide statics (the handler is a C callback); `GET /metrics` reports them.
+//! Two kinds of waiter share these pauses and counters: the reader connections, through SQLite's
+//! busy handler ([`keep_waiting`], called on their sqlx threads), and the writer's committer,
+//! through a [`Wait`]. The committer runs on an Actix worker, so each of its pauses is a sleep of
+//! that worker thread (it yields to the worker's ready requests once first). The counters are
+//! process-wide statics, since the handler is a C callback; `GET /metrics` reports them.
 
 use std::cell::Cell;
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
-use sqlx::SqliteConnection;
 
 /// The first pause after finding the lock taken.
 const FIRST_PAUSE: Duration = Duration::from_micros(20);
@@ -48,7 +45,7 @@ struct Counters {
 }
 
 /// How often and how long this process waited for a lock held by another connection.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LockWaits {
     /// Statements that found the lock taken at least once.
     pub waits: u64,
@@ -74,33 +71,10 @@ pub fn lock_waits() -> LockWaits {
     }
 }
 
-/// Replaces the connection's busy handler with [`on_busy`], giving up after `timeout`.
-pub async fn install(conn: &mut SqliteConnection, timeout: Duration) -> Result<(), sqlx::Error> {
-    let mut handle = conn.lock_handle().await?;
-    // The timeout travels as the callback's context pointer: an integer, nothing to free.
-    let timeout_ms = usize::try_from(timeout.as_millis()).unwrap_or(usize::MAX);
-    // SAFETY: the handle is locked, so the worker thread makes no call on it meanwhile; the
-    // callback is a plain function that only reads its context as an integer.
-    let rc = unsafe {
-        libsqlite3_sys::sqlite3_busy_handler(
-            handle.as_raw_handle().as_ptr(),
-            Some(on_busy),
-            timeout_ms as *mut c_void,
-        )
-    };
-    if rc == libsqlite3_sys::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(sqlx::Error::Protocol(format!(
-            "sqlite3_busy_handler failed with code {rc}"
-        )))
-    }
-}
-
-/// Called by SQLite, on the thread running the statement, each time the lock is found taken.
-/// `attempt` counts from 0 within one wait. Returning 0 gives up with `SQLITE_BUSY`.
-extern "C" fn on_busy(timeout_ms: *mut c_void, attempt: c_int) -> c_int {
-    let timeout = Duration::from_millis(timeout_ms as usize as u64);
+/// The busy handler's decision (see `ffi::on_busy`), on the thread running the statement, each
+/// time a lock is found taken: after a pause, `true` to try again; `false`, counted as a timeout,
+/// once `timeout` has passed since the wait began. `attempt` counts from 0 within one wait.
+pub fn keep_waiting(timeout: Duration, attempt: c_int) -> bool {
     let now = Instant::now();
     let started = WAIT_STARTED.with(|started| {
         if attempt == 0 || started.get().is_none() {
@@ -115,10 +89,10 @@ extern "C" fn on_busy(timeout_ms: *mut c_void, attempt: c_int) -> c_int {
     }
     if now.duration_since(started) >= timeout {
         STATS.timeouts.fetch_add(1, Relaxed);
-        return 0;
+        return false;
     }
     sleep_counted(attempt, started);
-    1
+    true
 }
 
 /// One wait of the writer for the write lock, counted like the busy handler's waits.

@@ -1,0 +1,554 @@
+//! The SQLite backend: one database file in WAL mode, shared by every instance of one host, kept
+//! exact by SQLite's write lock.
+//!
+//! Each process writes through one connection of its own ([`ffi::Connection`], opened here) and
+//! a group-commit [`writer`]: whatever is waiting is committed in one `BEGIN IMMEDIATE ...
+//! COMMIT`, which holds the write lock from the first read of an account to its write-back, so
+//! there is no read-then-write race across processes. Statements are read on the same
+//! connection between commits; in WAL mode a read never waits for a writer. A small sqlx pool of
+//! *readers* keeps what is off the request path or rare: checkpoints, health checks, and
+//! statements when the write connection cannot read them.
+//!
+//! The backend owns its background work: a task that checkpoints the WAL every
+//! `DB_CHECKPOINT_INTERVAL_MS`, so that no request pays for one, stopped when the last handle to
+//! the backend goes. It reports its batches, lock waits, checkpoints and WAL size to `metrics`.
+
+mod busy;
+mod ffi;
+mod ledger;
+mod sql;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::task::JoinHandle;
+
+use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
+use super::{DatabaseSettings, StorageError, WriteSync};
+use crate::domain::{Client, NewTransaction, Recorded, STATEMENT_LENGTH, Statement};
+use crate::metrics::StorageMetrics;
+use ffi::{Connection, SqliteFailure};
+use ledger::Session;
+use writer::{WriteError, Writer, WriterSettings};
+
+/// How long the WAL may grow (in pages, 1 KiB each) before a checkpoint makes it start over.
+const WAL_RESTART_PAGES: i64 = 4096;
+
+/// A failure of the SQLite backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    /// Opening or preparing the write connection.
+    #[error(transparent)]
+    Open(#[from] SqliteFailure),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A reader connection (sqlx).
+    #[error(transparent)]
+    Read(#[from] sqlx::Error),
+    /// The stored rows break an invariant the write path keeps.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl SqliteError {
+    /// Whether another connection held a lock for longer than the busy timeout.
+    fn is_busy(&self) -> bool {
+        match self {
+            SqliteError::Open(failure) => failure.is_busy(),
+            SqliteError::Write(WriteError::Busy(_)) => true,
+            SqliteError::Write(WriteError::Sqlite(failure)) => failure.is_busy(),
+            SqliteError::Write(_) | SqliteError::Broken(_) => false,
+            SqliteError::Read(err) => {
+                matches!(err, sqlx::Error::PoolTimedOut)
+                    || err
+                        .as_database_error()
+                        .and_then(|db| db.code())
+                        .and_then(|code| code.parse().ok())
+                        .is_some_and(ffi::is_busy_code)
+            }
+        }
+    }
+}
+
+impl From<SqliteError> for StorageError {
+    fn from(err: SqliteError) -> Self {
+        match err {
+            SqliteError::Write(WriteError::Stopping)
+            | SqliteError::Read(sqlx::Error::PoolClosed) => StorageError::Stopping,
+            err if err.is_busy() => StorageError::Busy(err.into()),
+            err => StorageError::Other(err.into()),
+        }
+    }
+}
+
+/// The SQLite ledger: the writer, the reader pool, and the checkpoint task.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    writer: Writer,
+    reader: SqlitePool,
+    background: Arc<Background>,
+}
+
+/// The backend's background task, aborted when the last handle to the backend goes.
+#[derive(Debug)]
+struct Background(Option<JoinHandle<()>>);
+
+impl Background {
+    fn stop(&self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Checks that `url` names a SQLite file (not an in-memory database, which no two connections
+/// could share).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("sqlite:") {
+        return Err(
+            "expected sqlite://path/to/file.db or postgres://user:password@host/database".into(),
+        );
+    }
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(
+            "an in-memory database cannot be shared between connections; use a file".into(),
+        );
+    }
+    SqliteConnectOptions::from_str(url)
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+impl Sqlite {
+    /// Opens the write connection (applying `script.sql`) and the reader pool, and starts the
+    /// checkpoint task.
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        metrics: StorageMetrics,
+    ) -> Result<Self, SqliteError> {
+        let checkpoints = !settings.checkpoint_interval.is_zero();
+        let busy_timeout = settings.busy_timeout;
+        let mut options = SqliteConnectOptions::from_str(&settings.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // Used only until `ffi::wait_when_busy` replaces it, i.e. by the pragmas at connect.
+            .busy_timeout(busy_timeout)
+            .page_size(PAGE_SIZE)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16384")
+            .pragma("mmap_size", "67108864")
+            .pragma("journal_size_limit", "67108864");
+        if checkpoints {
+            // Checkpoints run in the background task instead of inside a committing write.
+            options = options.pragma("wal_autocheckpoint", "0");
+        }
+        let path = options.get_filename().to_owned();
+        // Opening can meet SQLITE_BUSY without the busy handler ever being asked: two processes
+        // switching a new file to WAL at once each hold a shared lock and want an exclusive one,
+        // and SQLite refuses one of them at once rather than deadlock. So the whole open is
+        // retried, for as long as a write may wait.
+        let deadline = Instant::now() + busy_timeout;
+        let session = retry_while_busy(deadline, || {
+            let (path, settings) = (path.clone(), settings.clone());
+            async move {
+                tokio::task::spawn_blocking(move || open_writer(&path, &settings))
+                    .await
+                    .map_err(|err| SqliteError::Broken(format!("opening the writer: {err}")))?
+            }
+        })
+        .await?;
+        let reader = retry_while_busy(deadline, || async {
+            Ok(SqlitePoolOptions::new()
+                .min_connections(settings.read_connections)
+                .max_connections(settings.read_connections)
+                // Each check would be one more round trip to the connection's thread per request.
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(busy_timeout + Duration::from_secs(5))
+                .after_connect(move |connection, _| {
+                    Box::pin(ffi::wait_when_busy(connection, busy_timeout))
+                })
+                .connect_with(options.clone())
+                .await?)
+        })
+        .await?;
+        let writer = Writer::new(
+            session,
+            WriterSettings {
+                batch_max: settings.write_batch_max,
+                busy_timeout,
+                batch_sizes: metrics.batch_sizes.clone(),
+            },
+        );
+        report_on_scrape(&metrics, writer.clone(), wal_path(&path));
+        let task = checkpoints.then(|| {
+            tokio::spawn(checkpoint_periodically(
+                reader.clone(),
+                metrics,
+                settings.checkpoint_interval,
+            ))
+        });
+        Ok(Self {
+            writer,
+            reader,
+            background: Arc::new(Background(task)),
+        })
+    }
+
+    /// Every client and its limit.
+    pub async fn clients(&self) -> Result<Vec<Client>, SqliteError> {
+        let rows = sqlx::query_as(sql::CLIENTS).fetch_all(&self.reader).await?;
+        Ok(clients_from_rows(rows))
+    }
+
+    /// Applies `transaction` to `client` if the balance allows it; answers once it is committed.
+    pub async fn record(
+        &self,
+        client: Client,
+        transaction: NewTransaction,
+    ) -> Result<Recorded, SqliteError> {
+        Ok(self.writer.record(client, transaction).await?)
+    }
+
+    /// The client's statement: balance, limit and latest transactions, from one snapshot; on
+    /// the write connection, or through a reader when it cannot.
+    pub async fn statement(&self, client: Client) -> Result<Statement, SqliteError> {
+        match self.writer.statement(client.id, STATEMENT_LENGTH) {
+            Some(statement) => Ok(statement),
+            None => self.statement_on_reader(client).await,
+        }
+    }
+
+    /// The client's statement read through the reader pool (`sql::STATEMENT`).
+    async fn statement_on_reader(&self, client: Client) -> Result<Statement, SqliteError> {
+        let rows: Vec<StatementRow<String>> = sqlx::query_as(sql::STATEMENT)
+            .bind(client.id.0)
+            .bind(STATEMENT_LENGTH)
+            .fetch_all(&self.reader)
+            .await?;
+        statement_from_rows(rows, |time| time)
+            .ok_or_else(|| SqliteError::Broken(format!("client {} has no row", client.id.0)))
+    }
+
+    /// Deletes every transaction and sets every balance back to 0, atomically.
+    pub async fn reset(&self) -> Result<(), SqliteError> {
+        Ok(self.writer.reset().await?)
+    }
+
+    /// Succeeds when a reader answers a query.
+    pub async fn ping(&self) -> Result<(), SqliteError> {
+        sqlx::query(sql::PING).execute(&self.reader).await?;
+        Ok(())
+    }
+
+    /// Stops the checkpoints, finishes the queued writes, and closes the writer and the readers.
+    pub async fn close(&self) {
+        self.background.stop();
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// Pages of 1 KiB instead of 4: a commit appends every page it changed to the WAL, and a
+/// checkpoint copies them back, so smaller pages mean less to write, read and copy (the stack's
+/// p99 at saturation fell by a third for the same throughput, BENCHMARKS.md). It applies when the
+/// file is created; an existing file keeps its page size.
+const PAGE_SIZE: u32 = 1024;
+
+/// Opens the write connection, applies `script.sql` inside `BEGIN IMMEDIATE` (so instances
+/// starting together take turns), and prepares the ledger's queries. Blocking: SQLite's calls,
+/// and the busy handler's waits while another instance holds the lock.
+fn open_writer(path: &Path, settings: &DatabaseSettings) -> Result<Session, SqliteError> {
+    let mut connection = Connection::open(path)?;
+    connection.wait_when_busy(settings.busy_timeout)?;
+    connection.execute(&write_pragmas(settings))?;
+    connection.execute(sql::BEGIN_WRITE)?;
+    if let Err(failure) = connection
+        .execute(sql::SCHEMA)
+        .and_then(|()| connection.execute(sql::COMMIT))
+    {
+        connection.execute(sql::ROLLBACK).ok();
+        return Err(failure.into());
+    }
+    // From here on the writer waits for its turn itself, between attempts (see `writer`).
+    connection.fail_when_busy()?;
+    Ok(Session::prepare(connection)?)
+}
+
+/// The write connection's settings, in the order SQLite needs them (the page size before
+/// anything creates the file, WAL before the rest).
+///
+/// - `synchronous=OFF` skips the fsync SQLite makes of the WAL header each time the WAL starts
+///   over (inside whichever write comes first after a complete checkpoint: milliseconds).
+///   Commits are not synced at NORMAL either; checkpoints run on the readers, at NORMAL, so the
+///   database file is synced before the WAL is reused. Without the background checkpoints,
+///   SQLite's auto-checkpoint runs on this connection, so it keeps NORMAL.
+/// - No memory map: with one, SQLite looks each page up in the WAL's hash table before its own
+///   cache, and a WAL that holds thousands of copies of the same few pages makes that lookup a
+///   long scan (about half of a transaction's instructions in the writer, BENCHMARKS.md).
+/// - A 256-page cache: each time the other process has committed, which at load is before
+///   nearly every batch, SQLite empties this connection's whole cache; 256 pages hold every page
+///   a batch or a statement touches, and emptying the readers' 16 MiB cost 6% of the instance.
+fn write_pragmas(settings: &DatabaseSettings) -> String {
+    let checkpoints = !settings.checkpoint_interval.is_zero();
+    let synchronous = match settings.write_sync {
+        WriteSync::Off if checkpoints => "OFF",
+        _ => "NORMAL",
+    };
+    let mut pragmas = format!(
+        "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+         PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY; \
+         PRAGMA cache_size = 256; PRAGMA mmap_size = 0; PRAGMA journal_size_limit = 67108864;"
+    );
+    if checkpoints {
+        pragmas.push_str(" PRAGMA wal_autocheckpoint = 0;");
+    }
+    pragmas
+}
+
+/// The WAL file beside the database (`<database>-wal`).
+fn wal_path(database: &Path) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push("-wal");
+    path.into()
+}
+
+/// Runs `attempt` until it succeeds, fails with something other than busy, or `deadline` passes.
+async fn retry_while_busy<T, F, Fut>(deadline: Instant, attempt: F) -> Result<T, SqliteError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, SqliteError>>,
+{
+    loop {
+        match attempt().await {
+            Err(err) if err.is_busy() && Instant::now() < deadline => {
+                tracing::debug!(error = %err, "database busy while opening; retrying");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// At each scrape, sets the series read rather than counted: the lock waits (kept by the busy
+/// handler in statics), the writer's counters and the WAL file's size.
+fn report_on_scrape(metrics: &StorageMetrics, writer: Writer, wal: PathBuf) {
+    let series = metrics.clone();
+    metrics.on_scrape(move || {
+        let waits = busy::lock_waits();
+        series.lock_waits.absolute(waits.waits);
+        series.lock_wait_retries.absolute(waits.retries);
+        series.lock_wait_seconds.set(waits.total_ms / 1e3);
+        series.lock_wait_longest.set(waits.longest_ms / 1e3);
+        series.lock_wait_timeouts.absolute(waits.timeouts);
+        let batches = writer.stats();
+        series.batches_retried.absolute(batches.retried);
+        series.largest_batch.set(batches.largest as f64);
+        series.write_queue.set(batches.waiting as f64);
+        let bytes = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+        series.wal_bytes.set(bytes as f64);
+    });
+}
+
+/// Copies the WAL into the database file every `interval`, off the request path.
+async fn checkpoint_periodically(reader: SqlitePool, metrics: StorageMetrics, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let started = Instant::now();
+        let result = checkpoint(&reader).await;
+        let took = started.elapsed();
+        metrics.checkpoint_duration.record(took.as_secs_f64());
+        match result {
+            Ok(wal_pages) => {
+                tracing::debug!(wal_pages, ?took, "checkpoint");
+                metrics.wal_frames.set(wal_pages as f64);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint failed");
+                metrics.checkpoint_failures.increment(1);
+            }
+        }
+    }
+}
+
+/// Copies the WAL into the database file, and keeps the WAL from growing without bound; returns
+/// the pages in the WAL after the passive pass.
+///
+/// A `PASSIVE` checkpoint copies what it can without taking any lock. But the WAL only starts
+/// over when a writer finds it entirely copied, and under sustained writes from two processes
+/// there is always a newer frame. So when the WAL is still longer than [`WAL_RESTART_PAGES`]
+/// after the passive pass, a `RESTART` checkpoint holds writers back (through the busy handler)
+/// just long enough to copy the rest and make the next write start the WAL over.
+async fn checkpoint(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
+    let (_, wal_pages, _): (i64, i64, i64) = sqlx::query_as(sql::CHECKPOINT_PASSIVE)
+        .fetch_one(reader)
+        .await?;
+    if wal_pages > WAL_RESTART_PAGES {
+        sqlx::query(sql::CHECKPOINT_RESTART).execute(reader).await?;
+    }
+    Ok(wal_pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::join_all;
+
+    use super::*;
+    use crate::domain::{Applied, ClientId, Kind};
+
+    /// A fresh SQLite ledger in `dir`.
+    async fn open_in(dir: &tempfile::TempDir) -> Sqlite {
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+            ..DatabaseSettings::default()
+        };
+        Sqlite::connect(&settings, StorageMetrics::default())
+            .await
+            .expect("open the database")
+    }
+
+    fn transaction(valor: i64, kind: Kind, description: &str) -> NewTransaction {
+        let body =
+            serde_json::json!({"valor": valor, "tipo": kind.code(), "descricao": description});
+        NewTransaction::from_json(body.to_string().as_bytes()).expect("valid")
+    }
+
+    /// `.cargo/config.toml`'s LIBSQLITE3_FLAGS reached the bundled SQLite's build.
+    #[tokio::test]
+    async fn the_bundled_sqlite_is_built_without_global_memory_mutexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&db.reader)
+            .await
+            .expect("compile options");
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options
+                .iter()
+                .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        db.close().await;
+    }
+
+    /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same
+    /// real file they must list the same transactions, refusals left out, at most ten, newest
+    /// first, for a client with many, one with a few and one with none. And each read, even a
+    /// failed one, leaves the write connection out of any transaction: the next write commits.
+    #[tokio::test]
+    async fn the_write_connection_and_a_reader_read_the_same_statement() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        let clients = db.clients().await.expect("clients");
+        let client = |id| {
+            *clients
+                .iter()
+                .find(|client| client.id == ClientId(id))
+                .expect("a seeded client")
+        };
+        // Queued together, so committed in one batch.
+        let mut writes = Vec::new();
+        for n in 1..=14 {
+            writes.push(db.record(client(1), transaction(n, Kind::Credit, &format!("c{n}"))));
+            // Far past client 1's limit (100000): refused, so never listed.
+            writes.push(db.record(client(1), transaction(10_000_000, Kind::Debit, "refused")));
+        }
+        writes.push(db.record(client(2), transaction(7, Kind::Debit, "one")));
+        writes.push(db.record(client(2), transaction(3, Kind::Credit, "two")));
+        let answers = join_all(writes).await;
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|answer| matches!(answer, Ok(Recorded::Refused(_))))
+                .count(),
+            14
+        );
+        // And one in a batch of its own.
+        db.record(client(1), transaction(99, Kind::Debit, "last"))
+            .await
+            .expect("recorded");
+
+        for (id, listed) in [(1, 10), (2, 2), (3, 0)] {
+            let on_writer = db
+                .writer
+                .statement(ClientId(id), STATEMENT_LENGTH)
+                .expect("the write connection reads it");
+            let on_reader = db.statement_on_reader(client(id)).await.expect("read");
+            assert_eq!(on_writer.last_transactions.len(), listed, "client {id}");
+            assert_eq!(on_writer.last_transactions, on_reader.last_transactions);
+            assert_eq!(on_writer.balance.total, on_reader.balance.total);
+            assert_eq!(on_writer.balance.limit, on_reader.balance.limit);
+            // Both clocks write the same format, so the texts order as the times do.
+            for entry in &on_writer.last_transactions {
+                assert!(on_writer.balance.read_at >= entry.committed_at);
+            }
+            chrono::DateTime::parse_from_rfc3339(&on_writer.balance.read_at).expect("RFC 3339");
+        }
+        // A client with no account row: the read fails inside its transaction, and falls back.
+        assert!(
+            db.writer
+                .statement(ClientId(99), STATEMENT_LENGTH)
+                .is_none()
+        );
+        // After every kind of read, a write still commits on the same connection.
+        let after = db
+            .record(client(3), transaction(5, Kind::Credit, "after"))
+            .await
+            .expect("a write after the reads");
+        assert!(matches!(
+            after,
+            Recorded::Applied(Applied { balance: 5, .. })
+        ));
+        let statement = db.statement(client(3)).await.expect("statement");
+        assert_eq!(statement.last_transactions.len(), 1);
+
+        let newest = db.statement(client(1)).await.expect("statement");
+        let descriptions: Vec<&str> = newest
+            .last_transactions
+            .iter()
+            .map(|entry| entry.description.as_str())
+            .collect();
+        assert_eq!(
+            descriptions,
+            [
+                "last", "c14", "c13", "c12", "c11", "c10", "c9", "c8", "c7", "c6"
+            ]
+        );
+        assert_eq!(newest.balance.total, (1..=14).sum::<i64>() - 99);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_after_close_is_refused_as_stopping() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        let client = db.clients().await.expect("clients")[0];
+        db.close().await;
+        let err = db
+            .record(client, transaction(1, Kind::Credit, "late"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(StorageError::from(err), StorageError::Stopping));
+    }
+}
