@@ -4,9 +4,9 @@
 //! The one decision: shedding is off unless asked for. The challenge scores a shed request as a
 //! failure, while a queued one still passes if it is answered within 250 ms; the challenge's load
 //! is far below the stack's capacity, and at 2x and 5x of a CPU-bound stack shedding here shed
-//! almost nothing and kept nothing fast (README, "Overload policy"); so by default every request
-//! queues (in the kernel's backlog, nginx and Actix). Turn it on where a late
-//! answer is worth less than a quick refusal the client can retry (see the README for when).
+//! almost nothing and kept nothing fast (docs/DESIGN.md, BENCHMARKS.md); so by default every
+//! request queues (in the kernel's backlog, nginx and Actix). Turn it on where a late answer is
+//! worth less than a quick refusal the client can retry (docs/DESIGN.md says when).
 //!
 //! One [`Limiter`] is shared by all of an instance's Actix workers. A shed request is not logged:
 //! under overload that would add a write per refused request to the overload.
