@@ -12,8 +12,9 @@ use std::{
 
 use load_test::{
     mix::RequestKind,
+    outcome::{Completed, Outcome},
     series::SeriesRecorder,
-    stats::{Completed, Outcome, Recorder},
+    stats::Recorder,
 };
 
 /// Counts heap allocations, so "no allocation per request" is measured, not assumed.

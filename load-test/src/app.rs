@@ -24,6 +24,7 @@ use crate::{
     report::{Inputs, Report, RunSettings},
     runner::{self, DisplayOptions},
     stats::Recorder,
+    text,
     validate::check_statement,
 };
 
@@ -130,7 +131,7 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         None => Box::new(std::io::stdout()),
     };
     match bench_cli.output {
-        ReportFormat::Text => report.write_text(&mut output, &load.bench, comparison.as_ref())?,
+        ReportFormat::Text => text::write(&report, &mut output, &load.bench, comparison.as_ref())?,
         ReportFormat::Json => report.write_json(&mut output)?,
     }
     output.flush()?;

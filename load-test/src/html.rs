@@ -3,8 +3,9 @@
 //! The page must open anywhere, offline, years later, so it holds everything it shows: the
 //! styles are inline, the charts are inline SVG drawn here by `plotters` (its SVG backend only:
 //! text stays text and the browser renders it), and there is no script, no font, no image and
-//! no link to fetch. It shows the same facts as the text report, taken from the same [`Report`]
-//! (so the two cannot disagree), plus the one thing a table cannot: the series, second by second.
+//! no link to fetch. It lays out the same facts as the text report, in the same words, both
+//! taken from the one [`Report`] model (so the two cannot disagree), plus what only the page
+//! shows: the run's settings and the series, second by second, as charts.
 
 use std::{fmt::Write as _, ops::Range};
 
@@ -17,11 +18,9 @@ use plotters::{
 };
 
 use crate::{
-    audit::ClientVerdict,
     error::Error,
     mix::RequestKind,
-    report::{Mode, Report},
-    runner::LATE_START,
+    report::{AUDIT_COLUMNS, KIND_COLUMNS, NO_TARGET, Report, STOPPED_EARLY, pass_fail, titles},
     series::Series,
 };
 
@@ -98,22 +97,10 @@ svg { max-width: 100%; height: auto; display: block; }
 
 fn write_run(page: &mut String, report: &Report) {
     let settings = &report.settings;
-    let mode = match settings.mode {
-        Mode::ClosedLoop => "closed loop",
-        Mode::OpenModel => "open model (--arrival-rate)",
-        Mode::RinhaProfile => "--profile rinha (validation phase, then the open-model ramp)",
-    };
     let rate = &report.rate;
-    let target = match (rate.target_per_sec, rate.peak_target_per_sec) {
-        (Some(target), Some(peak)) if (target - peak).abs() > 1e-9 => {
-            format!("{target:.2}/s on average (peak {peak:.2}/s)")
-        }
-        (Some(target), _) => format!("{target:.2}/s"),
-        (None, _) => "none (closed loop at full speed)".to_owned(),
-    };
     let mut facts = vec![
-        ("target", escape(&settings.target)),
-        ("mode", mode.to_owned()),
+        ("target", settings.target.clone()),
+        ("mode", settings.mode.label().to_owned()),
         (
             "connections",
             if settings.keepalive {
@@ -136,61 +123,43 @@ fn write_run(page: &mut String, report: &Report) {
                 report.totals.ok_ratio * 100.0
             ),
         ),
-        ("target rate", target),
+        (
+            "target rate",
+            report
+                .target_rate()
+                .unwrap_or_else(|| format!("none ({NO_TARGET})")),
+        ),
         (
             "achieved rate",
             format!(
-                "{:.2}/s ({} started in {:.2} s){}",
-                rate.achieved_per_sec,
-                rate.started,
-                rate.sending_secs,
+                "{} ({}){}",
+                report.achieved_rate(),
+                report.started(),
                 if rate.stopped_early {
-                    ", stopped early by the user"
+                    format!(", {STOPPED_EARLY}")
                 } else {
-                    ""
+                    String::new()
                 }
             ),
         ),
     ];
-    if let Some(open) = &rate.open_model {
-        facts.push((
-            "open model",
-            format!(
-                "{} scheduled, {} not started, {} started more than {} ms late (max lag {:.2} ms), \
-                 {} waits for the in-flight cap, peak {} in flight (cap {})",
-                open.scheduled,
-                open.not_started,
-                open.late_starts,
-                LATE_START.as_millis(),
-                open.max_start_lag_ms,
-                open.in_flight_cap_waits,
-                open.peak_in_flight,
-                open.max_in_flight
-            ),
-        ));
+    if let Some(open) = report.open_model_summary() {
+        facts.push(("open model", open));
     }
-    let sla = &report.sla;
-    facts.push((
-        "Rinha score (SLA)",
-        format!(
-            "{:.2}% OK and under {:.0} ms (required {:.2}%): {}",
-            sla.share * 100.0,
-            sla.latency_threshold_ms,
-            sla.required_share * 100.0,
-            pass_fail(sla.passed)
-        ),
-    ));
+    facts.push((titles::SLA, report.sla_summary()));
     facts.push(("audit", pass_fail(report.audit.passed).to_owned()));
-    if let Some(phase) = &report.validation_phase {
-        facts.push((
-            "validation phase",
-            format!("{} ({} checks)", pass_fail(phase.passed), phase.checks),
-        ));
+    if let Some(summary) = report.validation_summary() {
+        facts.push(("validation phase", summary));
     }
 
     page.push_str("<h2>Run</h2>\n<table class=\"facts\">\n");
     for (name, value) in facts {
-        let _ = writeln!(page, "<tr><th>{name}</th><td>{value}</td></tr>");
+        let _ = writeln!(
+            page,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(name),
+            escape(&value)
+        );
     }
     page.push_str("</table>\n");
 }
@@ -312,11 +281,11 @@ fn write_charts(page: &mut String, report: &Report) -> Result<(), Error> {
         values: per_second(&|b| b.started as f64),
     });
     let title = if starts.len() > 1 {
-        "Requests started per second: target vs achieved"
+        "Requests started per second: target vs achieved".to_owned()
     } else {
-        "Requests started per second (no target: closed loop at full speed)"
+        format!("Requests started per second (no target: {NO_TARGET})")
     };
-    figure(page, title, linear_chart("starts/s", series, &starts)?);
+    figure(page, &title, linear_chart("starts/s", series, &starts)?);
     Ok(())
 }
 
@@ -451,50 +420,40 @@ fn segments(values: &[Option<f64>]) -> Vec<Vec<(f64, f64)>> {
     segments
 }
 
+/// A table's header row.
+fn header_row(columns: &[&str]) -> String {
+    let cells: String = columns
+        .iter()
+        .map(|column| format!("<th>{}</th>", escape(column)))
+        .collect();
+    format!("<tr>{cells}</tr>")
+}
+
+/// Cells of a table row, escaped.
+fn cells<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    values
+        .into_iter()
+        .map(|value| format!("<td>{}</td>", escape(value)))
+        .collect()
+}
+
 fn write_kinds(page: &mut String, report: &Report) {
-    page.push_str(
-        "<h2>Requests by kind</h2>\n<table>\n<tr><th>kind</th><th>count</th><th>ok</th>\
-         <th>failed</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th>\
-         <th>max ms</th><th>statuses</th></tr>\n",
+    let _ = writeln!(
+        page,
+        "<h2>{}</h2>\n<table>\n{}",
+        escape(titles::KINDS),
+        header_row(&KIND_COLUMNS)
     );
-    for kind in RequestKind::ALL {
-        let Some(stats) = report.kinds.get(kind.name()) else {
-            continue;
-        };
-        let latency = stats.latency_ms.map_or_else(
-            || "<td>-</td>".repeat(5),
-            |p| {
-                [p.p50, p.p90, p.p99, p.p99_9, p.max]
-                    .iter()
-                    .map(|v| format!("<td>{v:.2}</td>"))
-                    .collect()
-            },
-        );
-        let statuses: Vec<String> = stats
-            .statuses
-            .iter()
-            .map(|(status, count)| format!("{}: {count}", escape(status)))
-            .collect();
-        let _ = writeln!(
-            page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{latency}<td>{}</td></tr>",
-            kind.name(),
-            stats.count,
-            stats.ok,
-            stats.failures,
-            statuses.join(", ")
-        );
+    for (name, kind) in report.kinds_in_order() {
+        let row = cells(kind.cells(name).iter().map(String::as_str));
+        let _ = writeln!(page, "<tr>{row}</tr>");
     }
     page.push_str("</table>\n");
 }
 
 fn write_failures(page: &mut String, report: &Report) {
     let failures = &report.failures;
-    let _ = writeln!(
-        page,
-        "<h2>Failures</h2>\n<p>{} of {} requests</p>",
-        failures.total, report.totals.requests
-    );
+    section(page, titles::FAILURES, &report.failure_count());
     if !failures.by_reason.is_empty() {
         page.push_str("<table>\n");
         for (reason, count) in &failures.by_reason {
@@ -502,33 +461,17 @@ fn write_failures(page: &mut String, report: &Report) {
         }
         page.push_str("</table>\n");
     }
-    let samples = failures.first.iter().chain(&report.inconsistencies.first);
-    let mut listed = false;
-    for sample in samples {
-        if !listed {
-            page.push_str("<ul>\n");
-            listed = true;
-        }
-        let status = sample
-            .status
-            .map(|status| format!("status {status}, "))
-            .unwrap_or_default();
-        let _ = writeln!(
-            page,
-            "<li>{} on client {} ({}): {status}{}: {}</li>",
-            sample.kind.name(),
-            sample.client,
-            sample.signed_amount,
-            sample.reason,
-            escape(&sample.detail)
-        );
-    }
-    if listed {
-        page.push_str("</ul>\n");
-    }
+    let samples: Vec<String> = failures
+        .first
+        .iter()
+        .chain(&report.inconsistencies.first)
+        .map(|sample| sample.describe())
+        .collect();
+    write_list(page, &samples);
     let _ = writeln!(
         page,
-        "<p>Inconsistencies (answers that broke the contract): <span class=\"{}\">{}</span></p>",
+        "<p>{} (answers that broke the contract): <span class=\"{}\">{}</span></p>",
+        escape(titles::INCONSISTENCIES),
         if report.inconsistencies.total > 0 {
             "bad"
         } else {
@@ -539,74 +482,52 @@ fn write_failures(page: &mut String, report: &Report) {
 }
 
 fn write_validation(page: &mut String, report: &Report) {
-    let Some(phase) = &report.validation_phase else {
+    let (Some(phase), Some(summary)) = (&report.validation_phase, report.validation_summary())
+    else {
         return;
     };
-    let _ = writeln!(
-        page,
-        "<h2>Validation phase</h2>\n<p>{}: {} checks, {} failed</p>",
-        pass_fail(phase.passed),
-        phase.checks,
-        phase.failures.len()
-    );
-    if !phase.failures.is_empty() {
-        page.push_str("<ul>\n");
-        for failure in &phase.failures {
-            let _ = writeln!(page, "<li>{}</li>", escape(failure));
-        }
-        page.push_str("</ul>\n");
-    }
+    section(page, titles::VALIDATION, &summary);
+    write_list(page, &phase.failures);
 }
 
 fn write_audit(page: &mut String, report: &Report) {
     let audit = &report.audit;
-    let _ = writeln!(
-        page,
-        "<h2>Audit (balances against accepted transactions)</h2>\n<p>{} (start state: {})</p>",
-        pass_fail(audit.passed),
-        if audit.after_reset {
-            "after /reset"
-        } else {
-            "read before the load"
-        }
-    );
-    if !audit.problems.is_empty() {
-        page.push_str("<ul>\n");
-        for problem in &audit.problems {
-            let _ = writeln!(page, "<li>{}</li>", escape(problem));
-        }
-        page.push_str("</ul>\n");
-    }
-    page.push_str(
-        "<table>\n<tr><th>client</th><th>start</th><th>end</th><th>accepted Δ</th>\
-         <th>actual Δ</th><th>discrepancy</th><th>unknown</th><th>verdict</th></tr>\n",
-    );
-    let show = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    section(page, titles::AUDIT, &report.audit_summary());
+    write_list(page, &audit.problems);
+    let _ = writeln!(page, "<table>\n{}", header_row(&AUDIT_COLUMNS));
     for client in &audit.clients {
-        let verdict = match client.verdict {
-            ClientVerdict::Exact => "exact",
-            ClientVerdict::ExplainedByUnknown => "explained by unknown writes",
-            ClientVerdict::Unexplained => "<span class=\"bad\">UNEXPLAINED</span>",
-            ClientVerdict::Unreadable => "<span class=\"bad\">UNREADABLE</span>",
+        let verdict = client.verdict.label();
+        let verdict = if client.verdict.is_alarming() {
+            format!("<span class=\"bad\">{verdict}</span>")
+        } else {
+            verdict.to_owned()
         };
-        let _ = writeln!(
-            page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{verdict}</td></tr>",
-            client.client,
-            show(client.start_saldo),
-            show(client.end_saldo),
-            client.accepted_delta,
-            show(client.actual_delta),
-            show(client.discrepancy),
-            client.unknown,
-        );
+        let row = cells(client.cells().iter().map(String::as_str));
+        let _ = writeln!(page, "<tr>{row}<td>{verdict}</td></tr>");
     }
     page.push_str("</table>\n");
 }
 
-fn pass_fail(passed: bool) -> &'static str {
-    if passed { "PASSED" } else { "FAILED" }
+/// A section's title and its one-line summary.
+fn section(page: &mut String, title: &str, summary: &str) {
+    let _ = writeln!(
+        page,
+        "<h2>{}</h2>\n<p>{}</p>",
+        escape(title),
+        escape(summary)
+    );
+}
+
+/// A bulleted list of `items`, escaped; nothing when there are none.
+fn write_list(page: &mut String, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    page.push_str("<ul>\n");
+    for item in items {
+        let _ = writeln!(page, "<li>{}</li>", escape(item));
+    }
+    page.push_str("</ul>\n");
 }
 
 fn yes_no(yes: bool) -> &'static str {
@@ -632,6 +553,37 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_lays_out_the_models_words() {
+        let report = crate::report::tests::sample();
+        let page = render(&report).expect("a page");
+        let mut phrases = vec![
+            report.target_rate().expect("a target"),
+            report.open_model_summary().expect("open"),
+            report.sla_summary(),
+            report.failure_count(),
+            report.validation_summary().expect("a validation phase"),
+            report.audit_summary(),
+            report.kinds["debit"].statuses_summary(),
+            STOPPED_EARLY.to_owned(),
+        ];
+        phrases.extend(
+            report
+                .failures
+                .first
+                .iter()
+                .chain(&report.inconsistencies.first)
+                .map(|sample| sample.describe()),
+        );
+        for phrase in phrases {
+            assert!(page.contains(&escape(&phrase)), "no {phrase:?} in:\n{page}");
+        }
+        assert!(
+            page.contains("<span class=\"bad\">UNREADABLE</span>"),
+            "{page}"
+        );
+    }
 
     #[test]
     fn a_line_breaks_where_a_second_has_no_value() {

@@ -15,10 +15,14 @@
 //! - [`schedule`]: open-model arrival times for a constant or ramping rate.
 //! - [`runner`]: closed loop or open model, feeding rlt's live view and the recorder.
 //! - [`validate`]: the rules every answer must follow.
+//! - [`outcome`]: how one request ended, judged against those rules: what `stats` and `series`
+//!   fold in.
 //! - [`stats`]: per-kind counts, statuses and latency percentiles; failures; the SLA count.
 //! - [`series`]: the same over time, in one-second buckets folded in as requests complete.
 //! - [`audit`]: final balances against accepted amounts, with unknown outcomes accounted for.
-//! - [`report`]: rlt's summary plus ours, as text or JSON, and the verdict.
+//! - [`report`]: the report model, built once from the results: every fact, its wording, the
+//!   verdict; written as JSON as it is.
+//! - [`text`]: the report as text, after rlt's summary.
 //! - [`html`]: the report as one self-contained page with charts of the series (`--html`).
 //! - [`error`]: the one error type (a run that could not be made).
 
@@ -30,12 +34,14 @@ pub mod contract;
 pub mod error;
 pub mod html;
 pub mod mix;
+pub mod outcome;
 pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod series;
 pub mod stats;
+pub mod text;
 pub mod validate;
 
 pub use app::{Outcome, run};

@@ -1,10 +1,14 @@
-//! The final report: rlt's summary followed by what this tester adds, as text or as one JSON document.
+//! The report model: one [`Report`], built once from a run's results, that the JSON document
+//! (here), the text report ([`crate::text`]) and the `--html` page ([`crate::html`]) all render.
 //!
-//! The JSON document is the machine interface (CI reads it), so it is one struct with stable
-//! field names; rlt's own JSON report is embedded whole under `rlt` rather than printed as a
-//! second document. The text form prints rlt's summary unchanged and then the same facts as
-//! the JSON, in the same order. The verdict — pass or fail, with every reason — is computed
-//! here once and used for both the report and the exit status.
+//! The JSON document is the machine interface (CI reads it), so the model is one struct with
+//! stable field names, serialized as it is; rlt's own JSON report is embedded whole under `rlt`
+//! rather than printed as a second document. Every fact is computed here, in [`Report::build`],
+//! and every phrase that names a fact (a verdict word, a rate, a count with its share, a failure,
+//! an audit verdict, a table's columns) is worded here, below the model, as methods of the
+//! model's types (those it takes from `audit`, `stats` and `runner` included), so the text and
+//! the page lay out the same words and cannot disagree. The verdict — pass or fail, with every
+//! reason — is computed here once and used for the report and the exit status.
 
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
@@ -12,12 +16,12 @@ use hdrhistogram::Histogram;
 use rlt::{
     BenchReport,
     baseline::{Comparison, Verdict as BaselineVerdict},
-    reporter::{BenchReporter, JsonReporter, TextReporter},
+    reporter::{BenchReporter, JsonReporter},
 };
 use serde::Serialize;
 
 use crate::{
-    audit::{AuditReport, ClientVerdict},
+    audit::{AuditReport, ClientAudit, ClientVerdict},
     mix::RequestKind,
     profile::ValidationPhase,
     runner::{LATE_START, Pacing},
@@ -407,123 +411,201 @@ impl Report {
         writeln!(w)?;
         Ok(())
     }
+}
 
-    /// Writes rlt's text summary, then this tester's sections.
-    pub fn write_text(
-        &self,
-        w: &mut dyn Write,
-        bench: &BenchReport,
-        comparison: Option<&Comparison>,
-    ) -> Result<(), crate::error::Error> {
-        TextReporter.print(w, bench, comparison)?;
-        writeln!(w)?;
-        self.write_kinds(w)?;
-        self.write_rate(w)?;
-        self.write_failures(w)?;
-        if let Some(phase) = &self.validation_phase {
-            writeln!(w, "Validation phase")?;
-            writeln!(w, "  {} ({} checks)", pass_fail(phase.passed), phase.checks)?;
-            for failure in &phase.failures {
-                writeln!(w, "  - {failure}")?;
-            }
-            writeln!(w)?;
+/// "PASSED" or "FAILED": the word for the result of any check.
+pub fn pass_fail(passed: bool) -> &'static str {
+    if passed { "PASSED" } else { "FAILED" }
+}
+
+/// What a run with no target rate is.
+pub const NO_TARGET: &str = "closed loop at full speed";
+
+/// Said of a run the user stopped before its end.
+pub const STOPPED_EARLY: &str =
+    "stopped early by the user (q or Ctrl-C): the numbers cover the part that ran";
+
+/// Columns of the per-kind table (latencies in milliseconds).
+pub const KIND_COLUMNS: [&str; 10] = [
+    "kind", "count", "ok", "failed", "p50", "p90", "p99", "p99.9", "max", "statuses",
+];
+
+/// Columns of the per-client audit table.
+pub const AUDIT_COLUMNS: [&str; 8] = [
+    "client",
+    "start",
+    "end",
+    "accepted Δ",
+    "actual Δ",
+    "discrepancy",
+    "unknown",
+    "verdict",
+];
+
+/// Section titles, shared by the text report and the page.
+pub mod titles {
+    /// The per-kind table.
+    pub const KINDS: &str = "Requests by kind (latency in ms)";
+    /// Target and achieved rate.
+    pub const RATE: &str = "Rate";
+    /// Requests that were not OK.
+    pub const FAILURES: &str = "Failures";
+    /// Answers that broke the contract.
+    pub const INCONSISTENCIES: &str = "Inconsistencies";
+    /// The official validation phase.
+    pub const VALIDATION: &str = "Validation phase";
+    /// The audit.
+    pub const AUDIT: &str = "Audit (balances against accepted transactions)";
+    /// The SLA.
+    pub const SLA: &str = "Rinha score (SLA)";
+    /// Pass or fail.
+    pub const VERDICT: &str = "Verdict";
+}
+
+impl Mode {
+    /// How the report names the mode.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::ClosedLoop => "closed loop",
+            Mode::OpenModel => "open model (--arrival-rate)",
+            Mode::RinhaProfile => "--profile rinha (validation phase, then the open-model ramp)",
         }
-        self.write_audit(w)?;
-        writeln!(w, "Rinha score (SLA)")?;
-        writeln!(
-            w,
-            "  {:.2}% of {} requests were OK and under {:.0}ms (required {:.2}%): {}",
-            self.sla.share * 100.0,
-            self.totals.requests,
-            self.sla.latency_threshold_ms,
-            self.sla.required_share * 100.0,
-            pass_fail(self.sla.passed)
-        )?;
-        writeln!(w)?;
-        writeln!(w, "Verdict")?;
-        writeln!(w, "  {}", pass_fail(self.verdict.passed))?;
-        for reason in &self.verdict.reasons {
-            writeln!(w, "  - {reason}")?;
+    }
+}
+
+impl KindReport {
+    /// The p50, p90, p99, p99.9 and max cells, in milliseconds ("-" when nothing completed).
+    pub fn latency_cells(&self) -> [String; 5] {
+        match self.latency_ms {
+            Some(p) => [p.p50, p.p90, p.p99, p.p99_9, p.max].map(|ms| format!("{ms:.2}")),
+            None => std::array::from_fn(|_| "-".to_owned()),
         }
-        Ok(())
     }
 
-    fn write_kinds(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(w, "Requests by kind (latency in ms)")?;
-        writeln!(
-            w,
-            "  {:<10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  statuses",
-            "kind", "count", "ok", "failed", "p50", "p90", "p99", "p99.9", "max"
-        )?;
-        // Report order (debit, credit, statement), not the map's alphabetical one.
-        let kinds = RequestKind::ALL.iter().filter_map(|kind| {
+    /// The status counts, as "200: 194, 422: 51".
+    pub fn statuses_summary(&self) -> String {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(status, count)| format!("{status}: {count}"))
+            .collect();
+        statuses.join(", ")
+    }
+
+    /// The kind's row of the per-kind table, one cell per column of [`KIND_COLUMNS`].
+    pub fn cells(&self, name: &str) -> [String; 10] {
+        let [p50, p90, p99, p99_9, max] = self.latency_cells();
+        [
+            name.to_owned(),
+            self.count.to_string(),
+            self.ok.to_string(),
+            self.failures.to_string(),
+            p50,
+            p90,
+            p99,
+            p99_9,
+            max,
+            self.statuses_summary(),
+        ]
+    }
+}
+
+impl ClientVerdict {
+    /// How the report names the verdict; an alarming one is in capitals.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientVerdict::Exact => "exact",
+            ClientVerdict::ExplainedByUnknown => "explained by unknown writes",
+            ClientVerdict::Unexplained => "UNEXPLAINED",
+            ClientVerdict::Unreadable => "UNREADABLE",
+        }
+    }
+
+    /// Whether the verdict fails the audit.
+    pub fn is_alarming(self) -> bool {
+        matches!(self, ClientVerdict::Unexplained | ClientVerdict::Unreadable)
+    }
+}
+
+impl ClientAudit {
+    /// The client's row of the audit table, one cell per column of [`AUDIT_COLUMNS`] but the
+    /// verdict's (see [`ClientVerdict::label`]); "?" for a balance that was not read.
+    pub fn cells(&self) -> [String; 7] {
+        let show = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+        [
+            self.client.to_string(),
+            show(self.start_saldo),
+            show(self.end_saldo),
+            self.accepted_delta.to_string(),
+            show(self.actual_delta),
+            show(self.discrepancy),
+            self.unknown.to_string(),
+        ]
+    }
+}
+
+impl FailureSample {
+    /// The failure in one line: "debit of 4 on client 4: status 200, broken_invariant: ...".
+    pub fn describe(&self) -> String {
+        let amount = match self.kind {
+            RequestKind::Statement => String::new(),
+            _ => format!(" of {}", self.signed_amount.abs()),
+        };
+        let status = self
+            .status
+            .map(|status| format!("status {status}, "))
+            .unwrap_or_default();
+        format!(
+            "{}{amount} on client {}: {status}{}: {}",
+            self.kind.name(),
+            self.client,
+            self.reason,
+            self.detail
+        )
+    }
+}
+
+/// The facts of the report as words.
+impl Report {
+    /// The kinds in report order (debit, credit, statement), not the map's alphabetical one.
+    pub fn kinds_in_order(&self) -> impl Iterator<Item = (&'static str, &KindReport)> {
+        RequestKind::ALL.iter().filter_map(|kind| {
             self.kinds
                 .get(kind.name())
                 .map(|report| (kind.name(), report))
-        });
-        for (name, kind) in kinds {
-            let latency = kind.latency_ms.map_or_else(
-                || format!("{:>9} {:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-", "-"),
-                |p| {
-                    format!(
-                        "{:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                        p.p50, p.p90, p.p99, p.p99_9, p.max
-                    )
-                },
-            );
-            let statuses: Vec<String> = kind
-                .statuses
-                .iter()
-                .map(|(s, n)| format!("{s}: {n}"))
-                .collect();
-            writeln!(
-                w,
-                "  {:<10} {:>9} {:>9} {:>7} {latency}  {}",
-                name,
-                kind.count,
-                kind.ok,
-                kind.failures,
-                statuses.join(", ")
-            )?;
-        }
-        writeln!(w)
+        })
     }
 
-    fn write_rate(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        let rate = &self.rate;
-        writeln!(w, "Rate")?;
-        match (rate.target_per_sec, rate.peak_target_per_sec) {
-            (Some(target), Some(peak)) if (target - peak).abs() > 1e-9 => writeln!(
-                w,
-                "  target {target:.2}/s on average (peak {peak:.2}/s), achieved {:.2}/s",
-                rate.achieved_per_sec
-            )?,
-            (Some(target), _) => writeln!(
-                w,
-                "  target {target:.2}/s, achieved {:.2}/s",
-                rate.achieved_per_sec
-            )?,
-            (None, _) => writeln!(
-                w,
-                "  no target (closed loop at full speed), achieved {:.2}/s",
-                rate.achieved_per_sec
-            )?,
+    /// The target rate: "340.00/s", or "100.00/s on average (peak 340.00/s)"; `None` for a
+    /// closed loop at full speed.
+    pub fn target_rate(&self) -> Option<String> {
+        match (self.rate.target_per_sec, self.rate.peak_target_per_sec) {
+            (Some(target), Some(peak)) if (target - peak).abs() > 1e-9 => {
+                Some(format!("{target:.2}/s on average (peak {peak:.2}/s)"))
+            }
+            (Some(target), _) => Some(format!("{target:.2}/s")),
+            (None, _) => None,
         }
-        writeln!(
-            w,
-            "  {} requests started in {:.2}s",
-            rate.started, rate.sending_secs
-        )?;
-        if rate.stopped_early {
-            writeln!(
-                w,
-                "  stopped early by the user (q or Ctrl-C): the numbers cover the part that ran"
-            )?;
-        }
-        if let Some(open) = &rate.open_model {
-            writeln!(
-                w,
-                "  open model: {} scheduled, {} not started, {} started more than {}ms late (max lag {:.2}ms), \
+    }
+
+    /// The achieved rate: "110.28/s".
+    pub fn achieved_rate(&self) -> String {
+        format!("{:.2}/s", self.rate.achieved_per_sec)
+    }
+
+    /// "397 requests started in 3.60s".
+    pub fn started(&self) -> String {
+        format!(
+            "{} requests started in {:.2}s",
+            self.rate.started, self.rate.sending_secs
+        )
+    }
+
+    /// How the open model kept its timetable; `None` for a closed loop.
+    pub fn open_model_summary(&self) -> Option<String> {
+        self.rate.open_model.as_ref().map(|open| {
+            format!(
+                "{} scheduled, {} not started, {} started more than {}ms late (max lag {:.2}ms), \
                  {} waits for the in-flight cap, peak {} in flight (cap {})",
                 open.scheduled,
                 open.not_started,
@@ -533,110 +615,246 @@ impl Report {
                 open.in_flight_cap_waits,
                 open.peak_in_flight,
                 open.max_in_flight
-            )?;
-        } else if rate
-            .target_per_sec
-            .is_some_and(|target| rate.achieved_per_sec < target * 0.99)
-        {
-            writeln!(
-                w,
-                "  note: a closed loop sends less when the server is slow, and those missing requests \
-                 never show in the latencies; use --arrival-rate for an open model"
-            )?;
-        }
-        writeln!(w)
+            )
+        })
     }
 
-    fn write_failures(&self, w: &mut dyn Write) -> std::io::Result<()> {
+    /// Why a closed loop that sent less than 99% of its target rate cannot be trusted on
+    /// latency; `None` when it kept its target, or had none, or for the open model.
+    pub fn closed_loop_shortfall(&self) -> Option<&'static str> {
+        let rate = &self.rate;
+        let short = rate.open_model.is_none()
+            && rate
+                .target_per_sec
+                .is_some_and(|target| rate.achieved_per_sec < target * 0.99);
+        short.then_some(
+            "a closed loop sends less when the server is slow, and those missing requests never \
+             show in the latencies; use --arrival-rate for an open model",
+        )
+    }
+
+    /// "26 of 397 requests (6.55%)".
+    pub fn failure_count(&self) -> String {
         let percent = if self.totals.requests == 0 {
             0.0
         } else {
             self.failures.total as f64 * 100.0 / self.totals.requests as f64
         };
-        writeln!(w, "Failures")?;
-        writeln!(
-            w,
-            "  {} of {} requests ({percent:.2}%)",
+        format!(
+            "{} of {} requests ({percent:.2}%)",
             self.failures.total, self.totals.requests
-        )?;
-        for (reason, count) in &self.failures.by_reason {
-            writeln!(w, "  {reason}: {count}")?;
-        }
-        for sample in &self.failures.first {
-            writeln!(w, "  e.g. {}", describe(sample))?;
-        }
-        writeln!(w)?;
-        writeln!(w, "Inconsistencies")?;
-        writeln!(w, "  {}", self.inconsistencies.total)?;
-        for sample in &self.inconsistencies.first {
-            writeln!(w, "  - {}", describe(sample))?;
-        }
-        writeln!(w)
+        )
     }
 
-    fn write_audit(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        let audit = &self.audit;
-        writeln!(w, "Audit (balances against accepted transactions)")?;
-        writeln!(
-            w,
-            "  {}{}",
-            pass_fail(audit.passed),
-            if audit.after_reset {
-                " (start state: after /reset)"
+    /// "PASSED: 155 checks, 0 failed"; `None` without a validation phase.
+    pub fn validation_summary(&self) -> Option<String> {
+        self.validation_phase.as_ref().map(|phase| {
+            format!(
+                "{}: {} checks, {} failed",
+                pass_fail(phase.passed),
+                phase.checks,
+                phase.failures.len()
+            )
+        })
+    }
+
+    /// "PASSED (start state: after /reset)".
+    pub fn audit_summary(&self) -> String {
+        format!(
+            "{} (start state: {})",
+            pass_fail(self.audit.passed),
+            if self.audit.after_reset {
+                "after /reset"
             } else {
-                " (start state: read before the load)"
+                "read before the load"
             }
-        )?;
-        for problem in &audit.problems {
-            writeln!(w, "  - {problem}")?;
-        }
-        writeln!(
-            w,
-            "  {:<6} {:>12} {:>12} {:>12} {:>12} {:>11} {:>8}  verdict",
-            "client", "start", "end", "accepted Δ", "actual Δ", "discrepancy", "unknown"
-        )?;
-        let show = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
-        for client in &audit.clients {
-            let verdict = match client.verdict {
-                ClientVerdict::Exact => "exact",
-                ClientVerdict::ExplainedByUnknown => "explained by unknown writes",
-                ClientVerdict::Unexplained => "UNEXPLAINED",
-                ClientVerdict::Unreadable => "UNREADABLE",
-            };
-            writeln!(
-                w,
-                "  {:<6} {:>12} {:>12} {:>12} {:>12} {:>11} {:>8}  {verdict}",
-                client.client,
-                show(client.start_saldo),
-                show(client.end_saldo),
-                client.accepted_delta,
-                show(client.actual_delta),
-                show(client.discrepancy),
-                client.unknown,
-            )?;
-        }
-        writeln!(w)
+        )
+    }
+
+    /// "99.50% of 397 requests were OK and under 250ms (required 98.00%): PASSED".
+    pub fn sla_summary(&self) -> String {
+        format!(
+            "{:.2}% of {} requests were OK and under {:.0}ms (required {:.2}%): {}",
+            self.sla.share * 100.0,
+            self.totals.requests,
+            self.sla.latency_threshold_ms,
+            self.sla.required_share * 100.0,
+            pass_fail(self.sla.passed)
+        )
     }
 }
 
-fn pass_fail(passed: bool) -> &'static str {
-    if passed { "PASSED" } else { "FAILED" }
-}
-
-fn describe(sample: &FailureSample) -> String {
-    let amount = match sample.kind {
-        RequestKind::Statement => String::new(),
-        _ => format!(" of {}", sample.signed_amount.abs()),
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        audit::ClientAudit, runner::OpenModelPacing, series::Series, stats::FailureSample,
     };
-    let status = sample
-        .status
-        .map(|status| format!("status {status}, "))
-        .unwrap_or_default();
-    format!(
-        "{}{amount} on client {}: {status}{}: {}",
-        sample.kind.name(),
-        sample.client,
-        sample.reason,
-        sample.detail
-    )
+
+    /// A failed open-model run with one of everything: a timeout, an inconsistency, a failed
+    /// validation check, an unexplained client. No series: nothing to chart.
+    pub(crate) fn sample() -> Report {
+        let sample = |reason, status, detail: &str| FailureSample {
+            kind: RequestKind::Debit,
+            client: 3,
+            signed_amount: -8,
+            reason,
+            status,
+            detail: detail.to_owned(),
+        };
+        let kind = |count, ok| KindReport {
+            count,
+            ok,
+            failures: count - ok,
+            statuses: BTreeMap::from([("200".to_owned(), ok), ("timeout".to_owned(), count - ok)]),
+            latency_ms: (count > 0).then_some(Percentiles {
+                p50: 1.5,
+                p90: 2.0,
+                p99: 3.25,
+                p99_9: 4.0,
+                max: 5.0,
+                mean: 1.75,
+            }),
+        };
+        Report {
+            settings: RunSettings {
+                target: "http://localhost:9999".into(),
+                mode: Mode::RinhaProfile,
+                keepalive: true,
+                timeout_ms: 2000.0,
+                reset: true,
+            },
+            duration_secs: 4.0,
+            totals: Totals {
+                requests: 400,
+                ok: 398,
+                failures: 2,
+                inconsistencies: 1,
+                ok_ratio: 0.995,
+                responses_per_sec: 100.0,
+            },
+            rate: Pacing {
+                target_per_sec: Some(100.0),
+                peak_target_per_sec: Some(340.0),
+                started: 400,
+                sending_secs: 4.0,
+                achieved_per_sec: 100.0,
+                stopped_early: true,
+                open_model: Some(OpenModelPacing {
+                    scheduled: 400,
+                    not_started: 0,
+                    late_starts: 1,
+                    max_start_lag_ms: 12.5,
+                    in_flight_cap_waits: 0,
+                    peak_in_flight: 7,
+                    max_in_flight: 1000,
+                }),
+                scheduled_per_second: Vec::new(),
+            },
+            kinds: BTreeMap::from([
+                ("debit", kind(300, 298)),
+                ("credit", kind(100, 100)),
+                ("statement", kind(0, 0)),
+            ]),
+            failures: Failures {
+                total: 2,
+                by_reason: BTreeMap::from([("broken_invariant", 1), ("timeout", 1)]),
+                first: vec![sample("timeout", None, "timed out")],
+            },
+            inconsistencies: Inconsistencies {
+                total: 1,
+                first: vec![sample("broken_invariant", Some(200), "saldo <-100001>")],
+            },
+            validation_phase: Some(ValidationPhaseReport {
+                passed: false,
+                checks: 155,
+                failures: vec!["step 2: danada".into()],
+            }),
+            audit: AuditReport {
+                passed: false,
+                after_reset: true,
+                problems: Vec::new(),
+                clients: vec![ClientAudit {
+                    client: 3,
+                    start_saldo: Some(0),
+                    end_saldo: None,
+                    accepted_delta: -8,
+                    accepted: 1,
+                    refused: 0,
+                    actual_delta: None,
+                    discrepancy: None,
+                    unknown: 1,
+                    verdict: ClientVerdict::Unreadable,
+                }],
+            },
+            sla: Sla {
+                latency_threshold_ms: 250.0,
+                required_share: 0.98,
+                ok_within_threshold: 398,
+                share: 0.995,
+                passed: true,
+            },
+            verdict: Verdict {
+                passed: false,
+                reasons: vec!["audit: balances do not match the accepted transactions".into()],
+            },
+            series: Series {
+                bucket_secs: 1,
+                buckets: Vec::new(),
+            },
+            rlt: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn facts_are_worded_once_here() {
+        let mut report = sample();
+        assert_eq!(
+            report.target_rate().as_deref(),
+            Some("100.00/s on average (peak 340.00/s)")
+        );
+        assert_eq!(report.started(), "400 requests started in 4.00s");
+        assert_eq!(report.failure_count(), "2 of 400 requests (0.50%)");
+        assert_eq!(
+            report.validation_summary().as_deref(),
+            Some("FAILED: 155 checks, 1 failed")
+        );
+        assert_eq!(report.audit_summary(), "FAILED (start state: after /reset)");
+        assert_eq!(
+            report.sla_summary(),
+            "99.50% of 400 requests were OK and under 250ms (required 98.00%): PASSED"
+        );
+        assert_eq!(
+            report.inconsistencies.first[0].describe(),
+            "debit of 8 on client 3: status 200, broken_invariant: saldo <-100001>"
+        );
+        assert_eq!(
+            report
+                .kinds_in_order()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>(),
+            ["debit", "credit", "statement"]
+        );
+        assert_eq!(
+            report.kinds["statement"].latency_cells(),
+            ["-", "-", "-", "-", "-"]
+        );
+        assert_eq!(
+            report.kinds["debit"].statuses_summary(),
+            "200: 298, timeout: 2"
+        );
+
+        assert_eq!(report.closed_loop_shortfall(), None, "an open model");
+        report.rate.open_model = None;
+        report.rate.achieved_per_sec = 98.9;
+        assert!(report.closed_loop_shortfall().is_some());
+        report.rate.achieved_per_sec = 99.0;
+        assert_eq!(report.closed_loop_shortfall(), None);
+
+        report.rate.peak_target_per_sec = Some(100.0);
+        assert_eq!(report.target_rate().as_deref(), Some("100.00/s"));
+        report.rate.target_per_sec = None;
+        report.rate.peak_target_per_sec = None;
+        assert_eq!(report.target_rate(), None);
+    }
 }

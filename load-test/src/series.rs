@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     mix::RequestKind,
-    stats::{Completed, Outcome, StatusKey},
+    outcome::{Completed, Outcome, StatusKey},
 };
 
 /// The width of a bucket.
@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::{
         client::CallError,
-        stats::{Failure, Outcome},
+        outcome::{Failure, Outcome},
     };
 
     fn request(kind: RequestKind, sent_ms: u64, latency_ms: u64, outcome: Outcome) -> Completed {
