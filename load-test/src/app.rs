@@ -24,7 +24,7 @@ use crate::{
     report::{Inputs, Report, RunSettings},
     runner::{self, DisplayOptions},
     stats::Recorder,
-    text,
+    text::{self, Styling},
     validate::check_statement,
 };
 
@@ -131,10 +131,29 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         None => Box::new(std::io::stdout()),
     };
     match bench_cli.output {
-        ReportFormat::Text => text::write(&report, &mut output, &load.bench, comparison.as_ref())?,
+        ReportFormat::Text => {
+            let styling = Styling::detect(bench_cli.output_file.is_none());
+            text::write(
+                &report,
+                &mut output,
+                &load.bench,
+                comparison.as_ref(),
+                styling,
+            )?
+        }
         ReportFormat::Json => report.write_json(&mut output)?,
     }
     output.flush()?;
+    if let Some(path) = &options.json {
+        // The same document as `-o json`, in addition to the report above.
+        let mut json = Vec::new();
+        report.write_json(&mut json)?;
+        std::fs::write(path, json).map_err(|source| Error::ReportFile {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("load-test: JSON report written to {}", path.display());
+    }
     if let Some(path) = &options.html {
         std::fs::write(path, html::render(&report)?).map_err(|source| Error::ReportFile {
             path: path.clone(),

@@ -1,13 +1,16 @@
-//! The command line: rlt's own options, flattened in unchanged, plus this tester's.
+//! The command line: rlt's own options, flattened in, plus this tester's.
 //!
-//! rlt's `BenchCli` is embedded as is, so the original commands (`URL -c 14 -d 30s`, `-r 340`,
-//! `-o json`, `-O FILE`, `-q`, baselines) keep rlt's exact spelling and meaning. What this tester
-//! adds is validated here, once, into a [`LoadPlan`]: contradictory combinations are refused by
-//! clap or by [`Options::load_plan`] before anything is sent.
+//! rlt's `BenchCli` is embedded, so the original commands (`URL -c 14 -d 30s`, `-r 340`,
+//! `-o json`, `-O FILE`, `-q`, baselines) keep rlt's spelling and meaning. Two of rlt's defaults
+//! are replaced, because this tester knows its target: `-c` is [`DEFAULT_CONCURRENCY`] instead of
+//! 1, and `-d` is [`DEFAULT_DURATION`] instead of "until Ctrl-C" (unless `-n` or `--profile`
+//! bounds the run); the URL defaults to [`DEFAULT_URL`]. What this tester adds is validated
+//! here, once, into a [`LoadPlan`]: contradictory combinations are refused by clap or by
+//! [`Options::load_plan`] before anything is sent.
 
-use std::{num::NonZeroUsize, time::Duration};
+use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, ValueEnum, builder::ArgPredicate};
 use rlt::cli::BenchCli;
 
 use crate::{
@@ -26,16 +29,60 @@ pub enum Profile {
     Rinha,
 }
 
+/// Where the stack listens: docker compose and `scripts/stack up` both publish port 9999.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9999";
+
+/// Closed-loop workers when `-c` is not given: the concurrency of the max-throughput runs in
+/// BENCHMARKS.md and of the saturating run in scripts/compose-test, enough to keep the
+/// two-instance stack behind nginx busy on a small machine.
+pub const DEFAULT_CONCURRENCY: &str = "14";
+
+/// How long the load runs when neither `-d`, `-n` nor `--profile` says: long enough for a
+/// steady state and stable percentiles, short enough to run often.
+pub const DEFAULT_DURATION: &str = "20s";
+
+/// Help of `-c`, replacing rlt's ("Number of workers to run concurrently").
+const CONCURRENCY_HELP: &str = "Closed loop: number of workers, each sending its next request when \
+     its last is answered; open model and --profile: workers of the warm-up only";
+
+/// Help of `-d`, replacing rlt's, which has no default.
+const DURATION_HELP: &str = "Stop starting requests after this long (e.g. 30s, 2m) [default: 20s, \
+     unless -n is given (then the run stops after N requests) or --profile (which sets its own)]";
+
 /// Load tester for the Rinha de Backend 2024 Q1 API contract: the 22:11:1 mix of debits, credits
 /// and statements, every answer checked, balances audited at the end.
+///
+/// With no arguments it runs a 20s closed loop with 14 workers against http://127.0.0.1:9999
+/// (where docker compose and scripts/stack publish the API) and prints the text report.
 ///
 /// Exit status: 0 when every check passed; 1 when an answer broke the contract, the audit
 /// failed, the validation phase failed, or too few requests were OK and fast (the SLA); 2 when
 /// the run could not be made (bad options, target unreachable during setup).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "load-test", version)]
+#[command(
+    name = "load-test",
+    version,
+    // rlt's `-c` and `-d` are reshaped here, after `BenchCli` is flattened in: clap applies
+    // these command settings once every field's argument exists.
+    mut_arg("concurrency", |arg| arg
+        .default_value(DEFAULT_CONCURRENCY)
+        .help(CONCURRENCY_HELP)
+        .long_help(None::<&str>)),
+    mut_arg("duration", |arg| arg
+        .default_value(DEFAULT_DURATION)
+        // -n alone bounds the run by count, and the profile sets its own length: a condition
+        // whose value is None takes the default away.
+        .default_value_ifs([
+            ("iterations", ArgPredicate::IsPresent, None::<&str>),
+            ("profile", ArgPredicate::IsPresent, None::<&str>),
+        ])
+        .hide_default_value(true)
+        .help(DURATION_HELP)
+        .long_help(None::<&str>)),
+)]
 pub struct Options {
-    /// Base URL of the API under test, e.g. http://127.0.0.1:9999
+    /// Base URL of the API under test (plain http)
+    #[arg(default_value = DEFAULT_URL)]
     pub url: String,
 
     #[command(flatten)]
@@ -51,14 +98,9 @@ pub struct Options {
     pub time_scale: f64,
 
     /// Open model: start requests at this many per second on a fixed timetable, whatever the
-    /// server does, and measure latency from each scheduled start (needs -d; -r does not apply,
-    /// -c only sizes the warm-up)
-    #[arg(
-        long,
-        value_name = "RATE",
-        conflicts_with = "rate",
-        requires = "duration"
-    )]
+    /// server does, and measure latency from each scheduled start, for -d (not with -n alone;
+    /// -r does not apply, -c only sizes the warm-up)
+    #[arg(long, value_name = "RATE", conflicts_with = "rate")]
     pub arrival_rate: Option<f64>,
 
     /// Open model: ramp linearly from 1 request/s up to --arrival-rate over this long, then hold
@@ -99,7 +141,12 @@ pub struct Options {
     /// Also write the report as one self-contained HTML page, with charts of the run second by
     /// second (opens offline: no script, no network)
     #[arg(long, value_name = "FILE")]
-    pub html: Option<std::path::PathBuf>,
+    pub html: Option<PathBuf>,
+
+    /// Also write the JSON report (the document -o json prints) to FILE; the report -o chooses
+    /// (text by default) still goes to stdout, or to -O
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 impl Options {
@@ -123,7 +170,7 @@ impl Options {
             (None, Some(rate)) => {
                 let total: Duration = bench
                     .duration
-                    .ok_or_else(|| Error::InvalidOptions("--arrival-rate needs -d".into()))?
+                    .ok_or_else(|| Error::InvalidOptions("--arrival-rate needs -d with -n".into()))?
                     .into();
                 let schedule = match self.ramp_up {
                     Some(ramp) => Schedule::ramp_then_hold(1.0, rate, ramp.into(), total)?,
@@ -256,8 +303,7 @@ mod tests {
     #[test]
     fn contradictory_options_are_refused() {
         let url = "http://127.0.0.1:9999";
-        let refused: [&[&str]; 7] = [
-            &[url, "--arrival-rate", "10"],                        // no -d
+        let refused: [&[&str]; 6] = [
             &[url, "-d", "5s", "--arrival-rate", "10", "-r", "5"], // open and closed at once
             &[url, "--profile", "rinha", "-d", "10s"], // the profile sets its own duration
             &[url, "--profile", "rinha", "--arrival-rate", "5"], // ... and its own rate
@@ -268,10 +314,105 @@ mod tests {
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+        // -n takes the default duration away, and the open model's timetable needs one.
+        let no_duration = parse(&[url, "-n", "10", "--arrival-rate", "10"]).expect("parses");
+        assert!(no_duration.load_plan().is_err());
         let zero_rate = parse(&[url, "-d", "5s", "--arrival-rate", "0"]).expect("parses");
         assert!(zero_rate.load_plan().is_err());
         let zero_timeout = parse(&[url, "--timeout", "0s"]).expect("parses");
         assert!(zero_timeout.load_plan().is_err());
+    }
+
+    #[test]
+    fn with_no_arguments_it_loads_the_local_stack_for_the_default_duration() {
+        let options = parse(&[]).expect("valid");
+        assert_eq!(options.url, "http://127.0.0.1:9999");
+        assert_eq!(options.url, DEFAULT_URL);
+        assert_eq!(options.json, None);
+        let (mode, plan) = options.load_plan().expect("consistent");
+        assert_eq!(mode, Mode::ClosedLoop);
+        assert_eq!(plan.concurrency.get(), 14);
+        assert_eq!(plan.iterations, None);
+        assert!(matches!(
+            plan.shape,
+            LoadShape::Closed { duration: Some(d), rate: None } if d == Duration::from_secs(20)
+        ));
+
+        // Options without a URL keep the default target.
+        let options = parse(&["-d", "3s", "-q"]).expect("valid");
+        assert_eq!(options.url, DEFAULT_URL);
+        let (_, plan) = options.load_plan().expect("consistent");
+        assert!(matches!(
+            plan.shape,
+            LoadShape::Closed { duration: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+    }
+
+    #[test]
+    fn the_default_duration_yields_to_iterations_and_the_profile() {
+        let (_, plan) = parse(&["-n", "500"])
+            .expect("valid")
+            .load_plan()
+            .expect("consistent");
+        assert_eq!(plan.iterations, Some(500));
+        assert!(matches!(
+            plan.shape,
+            LoadShape::Closed { duration: None, .. }
+        ));
+
+        let options = parse(&["--profile", "rinha"]).expect("valid");
+        assert_eq!(options.url, DEFAULT_URL);
+        assert_eq!(options.bench.duration, None);
+        let (mode, plan) = options.load_plan().expect("consistent");
+        assert_eq!(mode, Mode::RinhaProfile);
+        let LoadShape::Open { schedule, .. } = plan.shape else {
+            panic!("open model expected")
+        };
+        assert_eq!(schedule.duration(), Duration::from_secs(240));
+
+        let (mode, plan) = parse(&["--arrival-rate", "340"])
+            .expect("valid")
+            .load_plan()
+            .expect("consistent");
+        assert_eq!(mode, Mode::OpenModel);
+        let LoadShape::Open { schedule, .. } = plan.shape else {
+            panic!("open model expected")
+        };
+        assert_eq!(schedule.duration(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn json_names_a_file_beside_the_text_report() {
+        let options = parse(&["--json", "report.json"]).expect("valid");
+        assert_eq!(options.json, Some(PathBuf::from("report.json")));
+        assert!(matches!(options.bench.output, rlt::cli::ReportFormat::Text));
+        assert_eq!(options.bench.output_file, None);
+        assert_eq!(options.url, DEFAULT_URL);
+
+        let options = parse(&["http://10.0.0.2:9999", "-o", "json", "--json", "r.json"])
+            .expect("valid: JSON on stdout and in a file");
+        assert_eq!(options.url, "http://10.0.0.2:9999");
+        assert_eq!(options.json, Some(PathBuf::from("r.json")));
+    }
+
+    #[test]
+    fn the_help_states_every_default() {
+        let help = Options::command().render_long_help().to_string();
+        for default in [
+            format!("[default: {DEFAULT_URL}]"),
+            format!("[default: {DEFAULT_CONCURRENCY}]"),
+            format!("[default: {DEFAULT_DURATION},"),
+            "[default: 2s]".to_owned(),
+            "[default: 250ms]".to_owned(),
+            "[default: 4096]".to_owned(),
+            "[default: text]".to_owned(),
+            format!(
+                "it runs a {DEFAULT_DURATION} closed loop with {DEFAULT_CONCURRENCY} workers \
+                 against {DEFAULT_URL} "
+            ),
+        ] {
+            assert!(help.contains(&default), "no {default:?} in:\n{help}");
+        }
     }
 
     #[test]

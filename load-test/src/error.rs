@@ -25,7 +25,7 @@ pub enum Error {
         detail: String,
     },
 
-    /// A report file (`-O`, `--html`) could not be written.
+    /// A report file (`-O`, `--json`, `--html`) could not be written.
     #[error("cannot write the report to {}: {source}", path.display())]
     ReportFile {
         /// The file asked for.

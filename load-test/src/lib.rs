@@ -6,7 +6,8 @@
 //!
 //! Crate map, in the order a run uses it:
 //!
-//! - [`cli`]: the options, rlt's `BenchCli` flattened in, validated into a load plan.
+//! - [`cli`]: the options, rlt's `BenchCli` flattened in, the defaults (the local stack, 14
+//!   workers, 20 s), validated into a load plan.
 //! - [`app`]: one run from setup to verdict.
 //! - [`client`]: the HTTP calls (reqwest), keep-alive or a connection per request.
 //! - [`contract`]: the clients and limits the contract fixes.
@@ -22,7 +23,7 @@
 //! - [`audit`]: final balances against accepted amounts, with unknown outcomes accounted for.
 //! - [`report`]: the report model, built once from the results: every fact, its wording, the
 //!   verdict; written as JSON as it is.
-//! - [`text`]: the report as text, after rlt's summary.
+//! - [`text`]: the report as text, after rlt's summary (plain text off a terminal).
 //! - [`html`]: the report as one self-contained page with charts of the series (`--html`).
 //! - [`error`]: the one error type (a run that could not be made).
 

@@ -1,4 +1,4 @@
-//! `load-test URL [OPTIONS]`: parses the options, runs, and turns the verdict into the exit status.
+//! `load-test [URL] [OPTIONS]`: parses the options, runs, and turns the verdict into the exit status.
 
 use std::process::ExitCode;
 

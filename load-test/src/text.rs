@@ -1,11 +1,18 @@
-//! The text report: rlt's summary unchanged, then the [`Report`]'s sections, one fact a line.
+//! The text report: rlt's summary, then the [`Report`]'s sections, one fact a line.
 //!
 //! Layout only: every number and every sentence comes from the report model, worded there once
 //! for this report and the `--html` page alike. This module decides the order of the sections,
 //! the short labels in front of some lines ("target", "e.g."), the indentation and the column
 //! widths of the two tables.
+//!
+//! rlt's text reporter always colours its summary (ANSI escape sequences from crossterm and
+//! tabled) and draws its histogram with the characters 🭵, ■ and ◧. That suits a terminal only:
+//! in a file, a pipe or a CI log they are noise. So the summary is rendered into a buffer and,
+//! unless [`Styling::detect`] finds a terminal, written [`plain`]: escape sequences removed, the
+//! three characters replaced by ASCII of the same width. This module's own sections are plain
+//! text already.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use rlt::{
     BenchReport,
@@ -23,14 +30,42 @@ const KIND_WIDTHS: [usize; 9] = [10, 9, 9, 7, 9, 9, 9, 9, 9];
 /// Widths of the audit table's columns but the last.
 const AUDIT_WIDTHS: [usize; 7] = [6, 12, 12, 12, 12, 11, 8];
 
+/// Whether the text report may use colour and rlt's drawing characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Styling {
+    /// As rlt renders it: colours, bold, the histogram's block characters.
+    Terminal,
+    /// ASCII layout, no escape sequence.
+    Plain,
+}
+
+impl Styling {
+    /// [`Styling::Terminal`] only when the report goes to stdout (`to_stdout`: no `-O`), stdout
+    /// is a terminal, and `NO_COLOR` is unset or empty (<https://no-color.org>).
+    pub fn detect(to_stdout: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        if to_stdout && !no_color && std::io::stdout().is_terminal() {
+            Styling::Terminal
+        } else {
+            Styling::Plain
+        }
+    }
+}
+
 /// Writes rlt's text summary (with the baseline comparison, if any), then the report's sections.
 pub fn write(
     report: &Report,
     w: &mut dyn Write,
     bench: &BenchReport,
     comparison: Option<&Comparison>,
+    styling: Styling,
 ) -> Result<(), Error> {
-    TextReporter.print(w, bench, comparison)?;
+    let mut summary = Vec::new();
+    TextReporter.print(&mut summary, bench, comparison)?;
+    match styling {
+        Styling::Terminal => w.write_all(&summary)?,
+        Styling::Plain => w.write_all(plain(&String::from_utf8_lossy(&summary)).as_bytes())?,
+    }
     writeln!(w)?;
     write_kinds(report, w)?;
     write_rate(report, w)?;
@@ -53,6 +88,56 @@ pub fn write(
         writeln!(w, "  - {reason}")?;
     }
     Ok(())
+}
+
+/// `text` without ANSI escape sequences, and with rlt's histogram characters in ASCII: the axis
+/// 🭵 as `|`, a bar's ■ as `#` and its half-cell ◧ as `+` (one column each, as before, so the
+/// columns tabled aligned stay aligned: it measures widths without the escape sequences). The
+/// spaces that pad tabled's last column are dropped from the ends of lines.
+pub fn plain(text: &str) -> String {
+    let stripped = without_escapes(text);
+    let lines: Vec<&str> = stripped.split('\n').map(str::trim_end).collect();
+    lines.join("\n")
+}
+
+/// `text` without ANSI escape sequences, rlt's drawing characters in ASCII.
+fn without_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI (colours, bold, underline, resets): parameters and intermediates up to the
+                // final byte, '@'..='~'.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (e.g. a hyperlink): up to BEL or ST (ESC \).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                // Any other escape is ESC and one character.
+                _ => {}
+            },
+            '🭵' => out.push('|'),
+            '■' => out.push('#'),
+            '◧' => out.push('+'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One line of a table: the cells under `widths` padded to them (the first left-aligned, the
@@ -190,6 +275,21 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn plain_text_has_no_escape_sequence_and_no_drawing_character() {
+        let styled = "\x1b[1m\x1b[4m\x1b[33mSummary\x1b[0m\n  \x1b[32m[12]\x1b[39m \
+                      \x1b[32m48267.26µs\x1b[39m 🭵\x1b[32m■■■◧\x1b[39m   \n\
+                      \x1b]8;;http://x\x1b\\link\x1b]8;;\x07 Δ\x1bc\n";
+        assert_eq!(plain(styled), "Summary\n  [12] 48267.26µs |###+\nlink Δ\n");
+        assert_eq!(plain("nothing to do: 1.5ms"), "nothing to do: 1.5ms");
+    }
+
+    #[test]
+    fn a_report_written_to_a_file_is_plain() {
+        // -O: whatever stdout is and whatever NO_COLOR says.
+        assert_eq!(Styling::detect(false), Styling::Plain);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use crate::{
     chromium::check_page,
     fake_server::{Fault, spawn},
     helpers::{
-        bool_at, buckets, f64_at, load_test, machine_shared, machine_to_myself, responses_in,
-        u64_at,
+        bool_at, buckets, f64_at, load_test, load_test_without_no_color, machine_shared,
+        machine_to_myself, responses_in, u64_at,
     },
 };
 
@@ -480,6 +480,117 @@ async fn the_text_report_shows_rlts_summary_and_ours_and_o_writes_to_a_file() {
         serde_json::from_str(&std::fs::read_to_string(&path).expect("the report file"))
             .expect("JSON");
     assert_eq!(u64_at(&report, "/totals/requests"), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_report_to_a_pipe_has_no_colour_and_no_drawing_characters() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::None).await;
+    // No NO_COLOR: stdout being a pipe must be enough.
+    let run = load_test_without_no_color(&[&server.url(), "-c", "2", "-n", "300"]).await;
+    run.assert_exit(0);
+    // rlt's sections, histogram included, are there, in plain text.
+    for section in [
+        "Summary",
+        "Latencies",
+        "Histogram",
+        "Status Distribution",
+        "Verdict",
+    ] {
+        assert!(
+            run.stdout.contains(section),
+            "no {section:?} in:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        !run.stdout.contains("\x1b["),
+        "an escape sequence in:\n{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains('\x1b'),
+        "an escape character in:\n{}",
+        run.stdout
+    );
+    let drawing = |c: char| {
+        matches!(c,
+            '\u{2500}'..='\u{25FF}'       // box drawing, block elements, geometric shapes (■ ◧)
+            | '\u{1F300}'..='\u{1FBFF}'   // emoji, symbols for legacy computing (🭵)
+        )
+    };
+    let found: Vec<char> = run.stdout.chars().filter(|&c| drawing(c)).collect();
+    assert!(found.is_empty(), "{found:?} in:\n{}", run.stdout);
+    // The histogram is still drawn, in ASCII.
+    assert!(
+        run.stdout.lines().any(|line| line.contains("ms |#")),
+        "no ASCII histogram bar in:\n{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_writes_the_json_report_to_a_file_and_the_text_report_to_stdout() {
+    let _machine = machine_shared().await;
+    let server = spawn(Fault::None).await;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("report.json");
+    let path_text = path.to_str().expect("a UTF-8 path");
+    let run = load_test(&[
+        &server.url(),
+        "-c",
+        "2",
+        "-n",
+        "200",
+        "--reset",
+        "--json",
+        path_text,
+    ])
+    .await;
+    run.assert_exit(0);
+    for section in ["Summary", "Requests by kind", "Audit", "Verdict", "PASSED"] {
+        assert!(
+            run.stdout.contains(section),
+            "no {section:?} in:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stderr
+            .contains(&format!("JSON report written to {path_text}")),
+        "{}",
+        run.stderr
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the JSON file"))
+            .expect("JSON");
+    // The same document as -o json: the same fields, the same run.
+    assert_eq!(u64_at(&report, "/totals/requests"), 200);
+    assert_eq!(u64_at(&report, "/rlt/summary/iters/total"), 200);
+    assert!(bool_at(&report, "/verdict/passed"), "{report:#}");
+    assert!(bool_at(&report, "/audit/passed"), "{report:#}");
+    assert_eq!(report["settings"]["target"], server.url());
+    assert!(report["series"]["buckets"].is_array());
+
+    // An unwritable --json file makes the run one that could not be made.
+    let run = load_test(&[
+        &server.url(),
+        "-n",
+        "10",
+        "--json",
+        directory
+            .path()
+            .join("missing/report.json")
+            .to_str()
+            .expect("UTF-8"),
+    ])
+    .await;
+    run.assert_exit(2);
+    assert!(
+        run.stderr.contains("cannot write the report"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,18 +51,37 @@ impl Run {
     }
 }
 
-/// Runs `load-test` with `args`, without a TUI, and waits for it (at most a minute). The
-/// arguments are copied first, so runs can be joined without keeping them alive.
+/// Runs `load-test` with `args`, without a TUI and with `NO_COLOR=1`, and waits for it (at most
+/// a minute). The arguments are copied first, so runs can be joined without keeping them alive.
 pub fn load_test(args: &[&str]) -> impl Future<Output = Run> + use<> {
     let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
-    run(args)
+    run(args, Colour::NoColor)
 }
 
-async fn run(args: Vec<String>) -> Run {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_load-test"))
+/// As [`load_test`], but with `NO_COLOR` removed from the environment: only the pipe on stdout
+/// tells the binary that no terminal reads it.
+pub fn load_test_without_no_color(args: &[&str]) -> impl Future<Output = Run> + use<> {
+    let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+    run(args, Colour::Unset)
+}
+
+/// What the binary's environment says about colour.
+enum Colour {
+    /// `NO_COLOR=1`.
+    NoColor,
+    /// No `NO_COLOR` at all.
+    Unset,
+}
+
+async fn run(args: Vec<String>, colour: Colour) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_load-test"));
+    match colour {
+        Colour::NoColor => command.env("NO_COLOR", "1"),
+        Colour::Unset => command.env_remove("NO_COLOR"),
+    };
+    let child = command
         .args(&args)
         .arg("--quiet")
-        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
