@@ -102,13 +102,16 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
     assert!(cpus <= 1500, "CPU limits sum to {cpus} thousandths");
     assert!(memory <= 550, "memory limits sum to {memory} MB");
 
-    // The same image and nginx as the SQLite deployment: only the database differs.
+    // The same image and nginx as the SQLite deployment, built and pulled alike: only the
+    // database differs.
     for name in ["api01", "api02", "nginx"] {
-        assert_eq!(
-            service(&compose, name)["image"],
-            service(&sqlite, name)["image"],
-            "{name}"
-        );
+        for key in ["image", "build", "pull_policy"] {
+            assert_eq!(
+                service(&compose, name)[key],
+                service(&sqlite, name)[key],
+                "{name}: {key}"
+            );
+        }
         assert_eq!(
             strings(&service(&compose, name)["volumes"])
                 .iter()
@@ -256,12 +259,24 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
     let services: BTreeSet<&str> = services.difference(&observability).copied().collect();
 
     // Both instances run one image, built from this repository once: by api01 only. (Two
-    // `build:` sections build it twice, in parallel. Compose does not pull an image that another
-    // service builds, so api02 waits for api01's build.)
+    // `build:` sections build it twice, in parallel.) It is built, never pulled: api01 builds it
+    // at every `up` (`pull_policy: build`, so `up` after a change to the sources runs the new
+    // code), and api02 never pulls it (otherwise the first `up` tries to, from a registry that
+    // has no such image). Compose builds before it creates any container, so api02 finds it.
     let (api01, api02) = (service(&compose, "api01"), service(&compose, "api02"));
     assert!(
         !api01["build"].is_null(),
         "api01 builds the image from the Dockerfile"
+    );
+    assert_eq!(
+        api01["pull_policy"].as_str(),
+        Some("build"),
+        "api01 builds the image at every up and never pulls it"
+    );
+    assert_eq!(
+        api02["pull_policy"].as_str(),
+        Some("never"),
+        "api02 never pulls the image api01 builds"
     );
     let builders: Vec<&&str> = services
         .iter()
@@ -344,7 +359,7 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
 
     // Every service: no health check, a restart policy, and limits within the budget. A health
     // check is an exec into the container, charged to its CPU quota: at 340 req/s the probes
-    // every 10 s took p99.9 from about 5 ms to 8 ms (README, "With Docker"). Docker restarts a
+    // every 10 s took p99.9 from about 5 ms to 8 ms (docs/DEPLOYMENT.md). Docker restarts a
     // container whose process exits, never an unhealthy one, so the restart policy is what
     // recovers a crash.
     let (mut cpus, mut memory) = (0, 0);
@@ -744,21 +759,63 @@ fn the_dockerfile_builds_in_stages_and_runs_as_a_non_root_user_who_owns_the_volu
     }
 }
 
-/// The base images the Dockerfile's stages start from (stage names and `scratch` left out), and
-/// the images of the compose services that are not built here.
-fn base_images() -> Vec<String> {
+/// The Dockerfile's `ARG NAME=DEFAULT` lines before its first FROM, which its FROM lines can use.
+fn dockerfile_global_args() -> BTreeMap<String, String> {
+    dockerfile_instructions()
+        .into_iter()
+        .take_while(|(op, _)| op != "FROM")
+        .filter(|(op, _)| op == "ARG")
+        .filter_map(|(_, args)| {
+            let (name, value) = args.split_once('=')?;
+            Some((
+                name.trim().to_owned(),
+                value.trim().trim_matches('"').to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// `${NAME:-DEFAULT}` (a whole compose value) as (NAME, DEFAULT).
+fn variable_with_default(value: &Value) -> Option<(&str, &str)> {
+    let (name, default) = value
+        .as_str()?
+        .strip_prefix("${")?
+        .strip_suffix('}')?
+        .split_once(":-")?;
+    Some((name, default))
+}
+
+/// The base images, as (variable, default): the Dockerfile's stages start `FROM ${NAME}` of an
+/// `ARG NAME=DEFAULT` (stage names and `scratch` left out), the compose files' services that
+/// are not built here run `image: ${NAME:-DEFAULT}`. Panics on a base image named without a
+/// variable: the variable is how a machine without a registry uses a stand-in of its own name.
+fn base_images() -> Vec<(String, String)> {
+    let args = dockerfile_global_args();
     let mut stages = BTreeSet::new();
-    let mut images = Vec::new();
-    for (op, args) in dockerfile_instructions() {
+    let mut images: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, default: &str| {
+        let entry = (name.to_owned(), default.to_owned());
+        if !images.contains(&entry) {
+            images.push(entry);
+        }
+    };
+    for (op, args_text) in dockerfile_instructions() {
         if op != "FROM" {
             continue;
         }
-        let words: Vec<&str> = args
+        let words: Vec<&str> = args_text
             .split_whitespace()
             .filter(|word| !word.starts_with("--"))
             .collect();
         if !stages.contains(words[0]) && words[0] != "scratch" {
-            images.push(words[0].to_owned());
+            let name = words[0]
+                .strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("FROM {}: a base image named without an ARG", words[0]));
+            let default = args.get(name).unwrap_or_else(|| {
+                panic!("FROM ${{{name}}}: no ARG {name}=... before the first FROM")
+            });
+            add(name, default);
         }
         if let [.., as_, name] = words[..]
             && as_.eq_ignore_ascii_case("as")
@@ -766,23 +823,83 @@ fn base_images() -> Vec<String> {
             stages.insert(name.to_owned());
         }
     }
-    for compose in [compose(), compose_file(POSTGRES_COMPOSE)] {
+    for (file, compose) in [
+        ("docker-compose.yml", compose()),
+        (POSTGRES_COMPOSE, compose_file(POSTGRES_COMPOSE)),
+    ] {
         let services = compose["services"].as_mapping().expect("services");
         let built: BTreeSet<&str> = services
             .values()
             .filter(|service| !service["build"].is_null())
             .filter_map(|service| service["image"].as_str())
             .collect();
-        for service in services.values() {
-            if let Some(image) = service["image"].as_str()
-                && !built.contains(image)
-                && !images.iter().any(|known| known == image)
-            {
-                images.push(image.to_owned());
+        for (name, service) in services {
+            let image = &service["image"];
+            if service["build"].is_null() && !image.as_str().is_some_and(|i| built.contains(i)) {
+                let (variable, default) = variable_with_default(image).unwrap_or_else(|| {
+                    panic!("{file}: {name:?} runs {image:?}, not ${{NAME_IMAGE:-upstream image}}")
+                });
+                add(variable, default);
             }
         }
     }
     images
+}
+
+#[test]
+fn base_images_are_variables_whose_defaults_are_the_upstream_images() {
+    // scripts/docker-setup names its stand-ins with this prefix, a domain that resolves nowhere:
+    // a stand-in never takes an upstream name, and its own name cannot be pulled from anywhere.
+    let setup = read("scripts/docker-setup");
+    let prefix = setup
+        .lines()
+        .find_map(|line| line.strip_prefix("standin_prefix="))
+        .expect("scripts/docker-setup sets standin_prefix");
+    assert!(prefix.ends_with(".invalid"), "stand-ins' prefix {prefix}");
+
+    let images = base_images();
+    let mut defaults: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, default) in &images {
+        assert!(
+            name.ends_with("_IMAGE"),
+            "{name}: a base image's variable ends in _IMAGE"
+        );
+        assert!(
+            !default.is_empty() && !default.starts_with(prefix),
+            "{name}: the default is the upstream image, not {default:?}"
+        );
+        let known = defaults.entry(name).or_insert(default);
+        assert_eq!(known, default, "{name} has one default in every file");
+    }
+
+    // The compose files pass the Dockerfile's base image variables to the build, with the
+    // Dockerfile's defaults, so that one variable names a base image for the build and for `up`.
+    let args = dockerfile_global_args();
+    let dockerfile_images: Vec<&(String, String)> = images
+        .iter()
+        .filter(|(name, _)| args.contains_key(name))
+        .collect();
+    assert_eq!(
+        dockerfile_images.len(),
+        2,
+        "the build and the runtime image: {images:?}"
+    );
+    for file in ["docker-compose.yml", POSTGRES_COMPOSE] {
+        let compose = compose_file(file);
+        let build = &service(&compose, "api01")["build"];
+        assert_eq!(
+            build["context"].as_str(),
+            Some("."),
+            "{file}: api01 builds this repository"
+        );
+        for (name, default) in &dockerfile_images {
+            assert_eq!(
+                variable_with_default(&build["args"][name.as_str()]),
+                Some((name.as_str(), default.as_str())),
+                "{file}: api01's build argument {name} is ${{{name}:-{default}}}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -849,7 +966,7 @@ fn the_dockerfile_and_compose_file_run_on_docker_engine_20_10_offline() {
         .flat_map(|(patterns, _)| patterns.split('|').map(|p| p.trim().to_owned()))
         .collect();
     assert!(!patterns.is_empty(), "no stand-in recipe found");
-    let images = base_images();
+    let images: Vec<String> = base_images().into_iter().map(|(_, image)| image).collect();
     assert!(
         images.iter().any(|image| image.starts_with("rust:"))
             && images
