@@ -203,7 +203,7 @@ pub struct StorageMetrics {
     hooks: Arc<Mutex<Vec<ScrapeHook>>>,
 }
 
-type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+type ScrapeHook = Box<dyn Fn(&StorageMetrics) + Send + Sync>;
 
 impl std::fmt::Debug for StorageMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,9 +234,9 @@ impl Default for StorageMetrics {
 
 impl StorageMetrics {
     /// Runs `hook` before each scrape is rendered, to set the series storage reads rather than
-    /// counts. The hook must not hold a clone of these metrics (it would never be freed): it
-    /// takes clones of the handles it sets.
-    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+    /// counts. It is handed these metrics at each call, so it never holds them (a hook holding
+    /// them would hold itself, and never be freed).
+    pub fn on_scrape(&self, hook: impl Fn(&StorageMetrics) + Send + Sync + 'static) {
         self.hooks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -250,7 +250,7 @@ impl StorageMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            hook();
+            hook(self);
         }
     }
 }

@@ -348,8 +348,7 @@ where
 /// At each scrape, sets the series read rather than counted: the lock waits (kept by the busy
 /// handler in statics), the writer's counters and the WAL file's size.
 fn report_on_scrape(metrics: &StorageMetrics, writer: Writer, wal: PathBuf) {
-    let series = metrics.clone();
-    metrics.on_scrape(move || {
+    metrics.on_scrape(move |series| {
         let waits = busy::lock_waits();
         series.lock_waits.absolute(waits.waits);
         series.lock_wait_retries.absolute(waits.retries);
