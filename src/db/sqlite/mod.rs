@@ -24,9 +24,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::task::JoinHandle;
 
 use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
@@ -140,22 +138,14 @@ impl Sqlite {
     ) -> Result<Self, SqliteError> {
         let checkpoints = !settings.checkpoint_interval.is_zero();
         let busy_timeout = settings.busy_timeout;
-        let mut options = SqliteConnectOptions::from_str(&settings.url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            // Used only until `ffi::wait_when_busy` replaces it, i.e. by the pragmas at connect.
-            .busy_timeout(busy_timeout)
-            .page_size(PAGE_SIZE)
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16384")
-            .pragma("mmap_size", "67108864")
-            .pragma("journal_size_limit", "67108864");
-        if checkpoints {
-            // Checkpoints run in the background task instead of inside a committing write.
-            options = options.pragma("wal_autocheckpoint", "0");
-        }
+        let options = pragmas(settings, Role::Reader).into_iter().fold(
+            SqliteConnectOptions::from_str(&settings.url)?
+                .create_if_missing(true)
+                // Used only until `ffi::wait_when_busy` replaces it, i.e. by the pragmas at
+                // connect.
+                .busy_timeout(busy_timeout),
+            |options, (name, value)| options.pragma(name, value),
+        );
         let path = options.get_filename().to_owned();
         // Opening can meet SQLITE_BUSY without the busy handler ever being asked: two processes
         // switching a new file to WAL at once each hold a shared lock and want an exclusive one,
@@ -264,19 +254,17 @@ impl Sqlite {
     }
 }
 
-/// Pages of 1 KiB instead of 4: a commit appends every page it changed to the WAL, and a
-/// checkpoint copies them back, so smaller pages mean less to write, read and copy (the stack's
-/// p99 at saturation fell by a third for the same throughput, BENCHMARKS.md). It applies when the
-/// file is created; an existing file keeps its page size.
-const PAGE_SIZE: u32 = 1024;
-
 /// Opens the write connection, applies `script.sql` inside `BEGIN IMMEDIATE` (so instances
 /// starting together take turns), and prepares the ledger's queries. Blocking: SQLite's calls,
 /// and the busy handler's waits while another instance holds the lock.
 fn open_writer(path: &Path, settings: &DatabaseSettings) -> Result<Session, SqliteError> {
     let mut connection = Connection::open(path)?;
     connection.wait_when_busy(settings.busy_timeout)?;
-    connection.execute(&write_pragmas(settings))?;
+    let pragmas: String = pragmas(settings, Role::Writer)
+        .into_iter()
+        .map(|(name, value)| format!("PRAGMA {name} = {value}; "))
+        .collect();
+    connection.execute(&pragmas)?;
     connection.execute(sql::BEGIN_WRITE)?;
     if let Err(failure) = connection
         .execute(sql::SCHEMA)
@@ -290,33 +278,57 @@ fn open_writer(path: &Path, settings: &DatabaseSettings) -> Result<Session, Sqli
     Ok(Session::prepare(connection)?)
 }
 
-/// The write connection's settings, in the order SQLite needs them (the page size before
-/// anything creates the file, WAL before the rest).
+/// Which connection the settings are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The write connection of [`ffi`], which runs every write and most statements.
+    Writer,
+    /// A sqlx reader: checkpoints, health checks, statements the writer cannot read.
+    Reader,
+}
+
+/// Every connection's settings, one list for both roles, in the order SQLite needs them (the
+/// page size before anything creates the file, WAL before the rest).
 ///
-/// - `synchronous=OFF` skips the fsync SQLite makes of the WAL header each time the WAL starts
-///   over (inside whichever write comes first after a complete checkpoint: milliseconds).
-///   Commits are not synced at NORMAL either; checkpoints run on the readers, at NORMAL, so the
-///   database file is synced before the WAL is reused. Without the background checkpoints,
-///   SQLite's auto-checkpoint runs on this connection, so it keeps NORMAL.
-/// - No memory map: with one, SQLite looks each page up in the WAL's hash table before its own
-///   cache, and a WAL that holds thousands of copies of the same few pages makes that lookup a
-///   long scan (about half of a transaction's instructions in the writer, BENCHMARKS.md).
-/// - A 256-page cache: each time the other process has committed, which at load is before
-///   nearly every batch, SQLite empties this connection's whole cache; 256 pages hold every page
-///   a batch or a statement touches, and emptying the readers' 16 MiB cost 6% of the instance.
-fn write_pragmas(settings: &DatabaseSettings) -> String {
+/// - Pages of 1 KiB instead of 4: a commit appends every page it changed to the WAL, and a
+///   checkpoint copies them back, so smaller pages mean less to write, read and copy (the
+///   stack's p99 at saturation fell by a third for the same throughput, BENCHMARKS.md). It
+///   applies when the file is created; an existing file keeps its page size.
+/// - The writer at `synchronous=OFF` skips the fsync SQLite makes of the WAL header each time the
+///   WAL starts over (inside whichever write comes first after a complete checkpoint:
+///   milliseconds). Commits are not synced at NORMAL either; checkpoints run on the readers, at
+///   NORMAL, so the database file is synced before the WAL is reused. Without the background
+///   checkpoints, SQLite's auto-checkpoint runs on the writer, so it keeps NORMAL.
+/// - No memory map on the writer: with one, SQLite looks each page up in the WAL's hash table
+///   before its own cache, and a WAL that holds thousands of copies of the same few pages makes
+///   that lookup a long scan (about half of a transaction's instructions, BENCHMARKS.md).
+/// - A 256-page cache on the writer: each time the other process has committed, which at load is
+///   before nearly every batch, SQLite empties this connection's whole cache; 256 pages hold
+///   every page a batch or a statement touches, and emptying the readers' 16 MiB cost 6% of the
+///   instance.
+fn pragmas(settings: &DatabaseSettings, role: Role) -> Vec<(&'static str, &'static str)> {
     let checkpoints = !settings.checkpoint_interval.is_zero();
-    let synchronous = match settings.write_sync {
-        WriteSync::Off if checkpoints => "OFF",
+    let synchronous = match (role, settings.write_sync) {
+        (Role::Writer, WriteSync::Off) if checkpoints => "OFF",
         _ => "NORMAL",
     };
-    let mut pragmas = format!(
-        "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-         PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY; \
-         PRAGMA cache_size = 256; PRAGMA mmap_size = 0; PRAGMA journal_size_limit = 67108864;"
-    );
+    let (cache_size, mmap_size) = match role {
+        Role::Writer => ("256", "0"),
+        Role::Reader => ("-16384", "67108864"),
+    };
+    let mut pragmas = vec![
+        ("page_size", "1024"),
+        ("journal_mode", "WAL"),
+        ("foreign_keys", "ON"),
+        ("synchronous", synchronous),
+        ("temp_store", "MEMORY"),
+        ("cache_size", cache_size),
+        ("mmap_size", mmap_size),
+        ("journal_size_limit", "67108864"),
+    ];
     if checkpoints {
-        pragmas.push_str(" PRAGMA wal_autocheckpoint = 0;");
+        // Checkpoints run in the background task instead of inside a committing write.
+        pragmas.push(("wal_autocheckpoint", "0"));
     }
     pragmas
 }
@@ -408,6 +420,7 @@ async fn checkpoint(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use futures::future::join_all;
+    use sqlx::Row as _;
 
     use super::*;
     use crate::domain::{Applied, ClientId, Kind};
@@ -448,6 +461,36 @@ mod tests {
                 .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
             "{options:?}"
         );
+        db.close().await;
+    }
+
+    /// A reader runs with its role's settings from `pragmas` (the writer's are the same list).
+    #[tokio::test]
+    async fn a_reader_runs_with_the_settings_of_its_role() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_in(&dir).await;
+        for (pragma, expected) in [
+            ("page_size", "1024"),
+            ("journal_mode", "wal"),
+            ("foreign_keys", "1"),
+            ("synchronous", "1"),
+            ("temp_store", "2"),
+            ("cache_size", "-16384"),
+            ("mmap_size", "67108864"),
+            ("journal_size_limit", "67108864"),
+            ("wal_autocheckpoint", "0"),
+        ] {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&db.reader)
+                .await
+                .expect("a pragma");
+            let value = row
+                .try_get::<i64, _>(0)
+                .map(|number| number.to_string())
+                .or_else(|_| row.try_get::<String, _>(0))
+                .expect("a number or a text");
+            assert_eq!(value, expected, "{pragma}");
+        }
         db.close().await;
     }
 
