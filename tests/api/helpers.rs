@@ -594,6 +594,25 @@ async fn wait_until_healthy(instance: &mut Instance) {
     }
 }
 
+/// Reads an HTTP/1.1 answer on `socket` until the server closes it (send `Connection: close`, or
+/// half-close), within 10 s: its status and its body.
+pub async fn read_answer(socket: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("the answer is read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
 /// Opens a database file read-only, beside the processes that write it.
 pub async fn open_read_only(db_path: &Path) -> SqlitePool {
     let options = SqliteConnectOptions::new()

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Api, CLIENTS, TestDatabase, Xorshift, body, spawn_processes, spawn_processes_with,
+    Api, CLIENTS, TestDatabase, Xorshift, body, read_answer, spawn_processes, spawn_processes_with,
 };
 
 fn limit_of(client: i64) -> i64 {
@@ -322,40 +322,6 @@ async fn a_process_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
-/// Reads one HTTP/1.1 answer from `stream`: its status and body.
-async fn read_answer(stream: &mut tokio::net::TcpStream) -> (u16, String) {
-    use tokio::io::AsyncReadExt;
-    let mut answer = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    let complete = |answer: &[u8]| {
-        let text = String::from_utf8_lossy(answer);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let length: usize = head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })?;
-        (body.len() >= length).then(|| (head.to_owned(), body[..length].to_owned()))
-    };
-    let (head, body) = loop {
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        assert!(read > 0, "connection closed after {answer:?}");
-        answer.extend_from_slice(&chunk[..read]);
-        if let Some(done) = complete(&answer) {
-            break done;
-        }
-    };
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    (status, body)
-}
-
 /// SIGTERM while one write waits for its turn and another's body is still arriving: the waiting
 /// write is committed and answered 200; the one completed after the signal is refused with a 503
 /// that says the instance is stopping (not that the database is busy); the process exits 0.
@@ -385,7 +351,7 @@ async fn a_write_that_arrives_while_the_instance_stops_gets_a_503_saying_so() {
     let payload = r#"{"valor": 7, "tipo": "c", "descricao": "depois"}"#;
     let (head, tail) = payload.split_at(payload.len() / 2);
     let request = format!(
-        "POST /clientes/1/transacoes HTTP/1.1\r\nHost: {address}\r\n\
+        "POST /clientes/1/transacoes HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
         payload.len()
     );

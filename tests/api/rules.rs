@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Api, TestApp, body, spawn_app};
+use crate::helpers::{Api, TestApp, body, read_answer, spawn_app};
 
 /// Client 1's statement, to compare before and after a refused request.
 async fn snapshot(app: &TestApp) -> (i64, Vec<String>) {
@@ -359,7 +359,7 @@ async fn unknown_fields_are_ignored() {
 /// Sends `pieces` one after the other on a new connection, pausing between them, then (when
 /// `half_close`) ends the sending side, and reads the answer to its end: status and body.
 async fn exchange_in_pieces(app: &TestApp, pieces: &[&[u8]], half_close: bool) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let address = app.address.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(address)
         .await
@@ -372,22 +372,7 @@ async fn exchange_in_pieces(app: &TestApp, pieces: &[&[u8]], half_close: bool) -
     if half_close {
         socket.shutdown().await.expect("shutdown");
     }
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut answer),
-    )
-    .await
-    .expect("an answer within 10 s")
-    .expect("the answer is read");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, body.to_owned())
+    read_answer(&mut socket).await
 }
 
 /// Posts a transaction for client 1 with a chunked body, one chunk per piece of `chunks`, each
