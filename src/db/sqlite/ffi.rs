@@ -11,8 +11,12 @@
 //!
 //! The reader connections stay sqlx's; [`wait_when_busy`] gives them the backoff busy handler
 //! ([`super::busy`]), the one call on their handle that sqlx does not wrap.
+//!
+//! [`Connection::on_wal_commit`] tells the checkpoint task how long the WAL is after each commit
+//! (SQLite's WAL hook), so that it copies the WAL in small steps as it grows.
 
-use std::ffi::{CStr, CString, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::fmt;
 use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -68,6 +72,18 @@ pub struct Connection {
     handle: NonNull<ffi::sqlite3>,
     statements: Vec<NonNull<ffi::sqlite3_stmt>>,
     id: u64,
+    /// The WAL hook SQLite calls, kept alive (and at one address) as long as the handle is open:
+    /// `Drop` closes the handle before the fields are dropped.
+    wal_hook: Option<Box<WalHook>>,
+}
+
+/// What [`Connection::on_wal_commit`] calls: the WAL's length in pages after a commit.
+struct WalHook(Box<dyn Fn(u32) + Send + Sync>);
+
+impl fmt::Debug for WalHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WalHook")
+    }
 }
 
 // SAFETY: the connection is opened in SQLite's multi-thread mode (`SQLITE_OPEN_NOMUTEX`, on a
@@ -112,6 +128,7 @@ impl Connection {
             handle,
             statements: Vec::new(),
             id: NEXT_CONNECTION.fetch_add(1, Relaxed),
+            wal_hook: None,
         };
         // On failure, `connection` is dropped, which closes the handle.
         connection.check(rc)?;
@@ -204,9 +221,37 @@ impl Connection {
         self.check(rc)
     }
 
+    /// Calls `hook` after each commit on this connection, on the committing thread, with the
+    /// number of pages in the WAL. Replaces SQLite's auto-checkpoint, which is the default WAL
+    /// hook: a connection with this hook never checkpoints by itself.
+    pub fn on_wal_commit(&mut self, hook: impl Fn(u32) + Send + Sync + 'static) {
+        let hook = Box::new(WalHook(Box::new(hook)));
+        let context = ptr::from_ref::<WalHook>(&hook).cast_mut().cast::<c_void>();
+        // SAFETY: the handle is open. `context` points into a box the connection keeps (below)
+        // until the handle is closed, or until a later call has given SQLite its successor, so it
+        // is valid whenever SQLite calls `wal_committed`.
+        unsafe { ffi::sqlite3_wal_hook(self.handle.as_ptr(), Some(wal_committed), context) };
+        self.wal_hook = Some(hook);
+    }
+
     fn check(&self, rc: c_int) -> Result<(), SqliteFailure> {
         check(self.handle, rc)
     }
+}
+
+/// Called by SQLite after each commit of a connection with a [`WalHook`], on the committing
+/// thread, with the WAL's length in pages. Returning `SQLITE_OK` leaves the commit as it is.
+extern "C" fn wal_committed(
+    context: *mut c_void,
+    _handle: *mut ffi::sqlite3,
+    _database: *const c_char,
+    pages: c_int,
+) -> c_int {
+    // SAFETY: `context` is the `WalHook` that `on_wal_commit` registered, alive while the
+    // connection is open; SQLite calls this only from a call on that connection.
+    let hook = unsafe { &*context.cast_const().cast::<WalHook>() };
+    (hook.0)(u32::try_from(pages).unwrap_or(0));
+    ffi::SQLITE_OK
 }
 
 impl Drop for Connection {
@@ -436,5 +481,35 @@ mod tests {
             .query(select)
             .expect_err("refused on another connection");
         assert_eq!(err.code, ffi::SQLITE_MISUSE);
+    }
+
+    #[test]
+    fn the_wal_hook_sees_every_commit_and_stops_the_auto_checkpoint() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU32;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut connection = Connection::open(&dir.path().join("wal.db")).expect("open");
+        connection
+            .execute("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .expect("set up");
+        let (commits, longest) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (seen, most) = (commits.clone(), longest.clone());
+        connection.on_wal_commit(move |pages| {
+            seen.fetch_add(1, Relaxed);
+            most.fetch_max(pages, Relaxed);
+        });
+        let insert = connection
+            .prepare("INSERT INTO t VALUES (1)")
+            .expect("prepare");
+        // SQLite's auto-checkpoint would start the WAL over at 1,000 pages.
+        for _ in 0..1_200 {
+            connection
+                .query(insert)
+                .and_then(|mut q| q.run())
+                .expect("insert");
+        }
+        assert_eq!(commits.load(Relaxed), 1_200);
+        assert!(longest.load(Relaxed) >= 1_200, "{longest:?} pages");
     }
 }

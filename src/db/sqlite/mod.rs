@@ -9,9 +9,12 @@
 //! *readers* keeps what is off the request path or rare: checkpoints, health checks, and
 //! statements when the write connection cannot read them.
 //!
-//! The backend owns its background work: a task that checkpoints the WAL every
-//! `DB_CHECKPOINT_INTERVAL_MS`, so that no request pays for one, stopped when the last handle to
-//! the backend goes. It reports its batches, lock waits, checkpoints and WAL size to `metrics`.
+//! The backend owns its background work: a task that copies the WAL into the database file in
+//! small steps as it grows (each time the write connection's commits have added
+//! [`CHECKPOINT_STEP_PAGES`]), and at least every `DB_CHECKPOINT_INTERVAL_MS`, so that no request
+//! pays for a checkpoint and no burst leaves a long one behind; it is stopped when the last handle
+//! to the backend goes. The backend reports its batches, lock waits, checkpoints and WAL size to
+//! `metrics`.
 
 mod busy;
 mod ffi;
@@ -22,9 +25,11 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
@@ -35,8 +40,15 @@ use ffi::{Connection, SqliteFailure};
 use ledger::Session;
 use writer::{WriteError, Writer, WriterSettings};
 
-/// How long the WAL may grow (in pages, 1 KiB each) before a checkpoint makes it start over.
-const WAL_RESTART_PAGES: i64 = 4096;
+/// How much the WAL grows (in pages, 1 KiB each) between two checkpoints while writes flow.
+/// Small steps keep each checkpoint short, so that none takes a long turn of the CPU, and keep
+/// what is left to copy when a burst ends to one step.
+const CHECKPOINT_STEP_PAGES: u32 = 1024;
+
+/// How long the WAL may grow (in pages) before a checkpoint forces it to start over. At light
+/// load the WAL starts over by itself (see [`checkpoint`]); under sustained writes it never
+/// does, and this bounds the file.
+const WAL_RESTART_PAGES: i64 = 16384;
 
 /// A failure of the SQLite backend.
 #[derive(Debug, thiserror::Error)]
@@ -152,10 +164,11 @@ impl Sqlite {
         // and SQLite refuses one of them at once rather than deadlock. So the whole open is
         // retried, for as long as a write may wait.
         let deadline = Instant::now() + busy_timeout;
+        let growth = checkpoints.then(|| Arc::new(WalGrowth::default()));
         let session = retry_while_busy(deadline, || {
-            let (path, settings) = (path.clone(), settings.clone());
+            let (path, settings, growth) = (path.clone(), settings.clone(), growth.clone());
             async move {
-                tokio::task::spawn_blocking(move || open_writer(&path, &settings))
+                tokio::task::spawn_blocking(move || open_writer(&path, &settings, growth))
                     .await
                     .map_err(|err| SqliteError::Broken(format!("opening the writer: {err}")))?
             }
@@ -186,10 +199,11 @@ impl Sqlite {
             },
         );
         report_on_scrape(&metrics, writer.clone(), wal_path(&path));
-        let task = checkpoints.then(|| {
-            tokio::spawn(checkpoint_periodically(
+        let task = growth.map(|growth| {
+            tokio::spawn(checkpoint_continually(
                 reader.clone(),
                 metrics,
+                growth,
                 settings.checkpoint_interval,
             ))
         });
@@ -255,9 +269,14 @@ impl Sqlite {
 }
 
 /// Opens the write connection, applies `script.sql` inside `BEGIN IMMEDIATE` (so instances
-/// starting together take turns), and prepares the ledger's queries. Blocking: SQLite's calls,
-/// and the busy handler's waits while another instance holds the lock.
-fn open_writer(path: &Path, settings: &DatabaseSettings) -> Result<Session, SqliteError> {
+/// starting together take turns), and prepares the ledger's queries; with background
+/// checkpoints, its commits report the WAL's growth to `growth`. Blocking: SQLite's calls, and
+/// the busy handler's waits while another instance holds the lock.
+fn open_writer(
+    path: &Path,
+    settings: &DatabaseSettings,
+    growth: Option<Arc<WalGrowth>>,
+) -> Result<Session, SqliteError> {
     let mut connection = Connection::open(path)?;
     connection.wait_when_busy(settings.busy_timeout)?;
     let pragmas: String = pragmas(settings, Role::Writer)
@@ -265,6 +284,10 @@ fn open_writer(path: &Path, settings: &DatabaseSettings) -> Result<Session, Sqli
         .map(|(name, value)| format!("PRAGMA {name} = {value}; "))
         .collect();
     connection.execute(&pragmas)?;
+    // After the pragmas: `wal_autocheckpoint` sets the same hook and would replace this one.
+    if let Some(growth) = growth {
+        connection.on_wal_commit(move |pages| growth.committed(pages));
+    }
     connection.execute(sql::BEGIN_WRITE)?;
     if let Err(failure) = connection
         .execute(sql::SCHEMA)
@@ -376,12 +399,41 @@ fn report_on_scrape(metrics: &StorageMetrics, writer: Writer, wal: PathBuf) {
     });
 }
 
-/// Copies the WAL into the database file every `interval`, off the request path.
-async fn checkpoint_periodically(reader: SqlitePool, metrics: StorageMetrics, interval: Duration) {
+/// The WAL's growth as the write connection's commits see it: wakes the checkpoint task each
+/// time the WAL passes another multiple of [`CHECKPOINT_STEP_PAGES`].
+#[derive(Debug, Default)]
+struct WalGrowth {
+    /// The WAL's length in pages after this process's last commit.
+    pages: AtomicU32,
+    grown: Notify,
+}
+
+impl WalGrowth {
+    /// After a commit, on the committing thread: a cheap compare, and a wake-up once per step.
+    fn committed(&self, pages: u32) {
+        let before = self.pages.swap(pages, Relaxed);
+        if pages / CHECKPOINT_STEP_PAGES > before / CHECKPOINT_STEP_PAGES {
+            // Stores a permit if the task is busy checkpointing: it goes round once more.
+            self.grown.notify_one();
+        }
+    }
+}
+
+/// Copies the WAL into the database file, off the request path, each time the WAL has grown by
+/// a step and at least every `interval`.
+async fn checkpoint_continually(
+    reader: SqlitePool,
+    metrics: StorageMetrics,
+    growth: Arc<WalGrowth>,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            () = growth.grown.notified() => ticks.reset(),
+            _ = ticks.tick() => {}
+        }
         let started = Instant::now();
         let result = checkpoint(&reader).await;
         let took = started.elapsed();
@@ -389,7 +441,10 @@ async fn checkpoint_periodically(reader: SqlitePool, metrics: StorageMetrics, in
         match result {
             Ok(wal_pages) => {
                 tracing::debug!(wal_pages, ?took, "checkpoint");
-                metrics.wal_frames.set(wal_pages as f64);
+                // -1: the other process was checkpointing; its own series has the length.
+                if wal_pages >= 0 {
+                    metrics.wal_frames.set(wal_pages as f64);
+                }
             }
             Err(err) => {
                 tracing::warn!(error = %err, "checkpoint failed");
@@ -400,13 +455,14 @@ async fn checkpoint_periodically(reader: SqlitePool, metrics: StorageMetrics, in
 }
 
 /// Copies the WAL into the database file, and keeps the WAL from growing without bound; returns
-/// the pages in the WAL after the passive pass.
+/// the pages in the WAL after the passive pass (-1 when another process was checkpointing).
 ///
-/// A `PASSIVE` checkpoint copies what it can without taking any lock. But the WAL only starts
-/// over when a writer finds it entirely copied, and under sustained writes from two processes
-/// there is always a newer frame. So when the WAL is still longer than [`WAL_RESTART_PAGES`]
-/// after the passive pass, a `RESTART` checkpoint holds writers back (through the busy handler)
-/// just long enough to copy the rest and make the next write start the WAL over.
+/// A `PASSIVE` checkpoint copies what it can without taking any lock, so writers never wait for
+/// it. The WAL starts over by itself when a write begins after a checkpoint copied all of it:
+/// at light load, right after the next step. Under sustained writes from two processes there is
+/// always a write in flight, so when the WAL is past [`WAL_RESTART_PAGES`] a `RESTART`
+/// checkpoint holds writers back (through the busy handler) just long enough to copy what was
+/// written since the passive pass (about a step) and make the next write start the WAL over.
 async fn checkpoint(reader: &SqlitePool) -> Result<i64, sqlx::Error> {
     let (_, wal_pages, _): (i64, i64, i64) = sqlx::query_as(sql::CHECKPOINT_PASSIVE)
         .fetch_one(reader)
@@ -440,6 +496,43 @@ mod tests {
         let body =
             serde_json::json!({"valor": valor, "tipo": kind.code(), "descricao": description});
         NewTransaction::from_json(body.to_string().as_bytes()).expect("valid")
+    }
+
+    /// The WAL is copied into the database file as it grows by steps, without waiting for the
+    /// interval (an hour here): the database file grows while the writes go on.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_steps_as_it_grows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("ledger.db");
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", file.display()),
+            checkpoint_interval: Duration::from_secs(3600),
+            ..DatabaseSettings::default()
+        };
+        let ledger = Sqlite::connect(&settings, StorageMetrics::default())
+            .await
+            .expect("open the database");
+        let client = ledger.clients().await.expect("clients")[0];
+        // Let the checkpoint at the interval's first tick (at once) pass, then note the size.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let size = || std::fs::metadata(&file).expect("database file").len();
+        let before = size();
+        // Each commit adds a few pages to the WAL: this passes a step several times over.
+        for _ in 0..1_500 {
+            ledger
+                .record(client, transaction(1, Kind::Credit, "step"))
+                .await
+                .expect("recorded");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while size() <= before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            size() > before,
+            "no checkpoint copied the WAL: {before} bytes"
+        );
+        ledger.close().await;
     }
 
     /// `.cargo/config.toml`'s LIBSQLITE3_FLAGS reached the bundled SQLite's build.
