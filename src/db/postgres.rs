@@ -183,7 +183,7 @@ pub const PING: &str = "SELECT 1";
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The most batches one process has under way at once. One: with two, batches were smaller (7
-/// transactions on average at saturation rather than 10) and the server spent 15% more CPU per
+/// transactions on average at saturation rather than 10) and the server spent 17% more CPU per
 /// write, since two batches of one process mostly wait on the same clients' row locks, and a
 /// batch that waited re-reads each row the other changed (EvalPlanQual) before it goes on.
 pub const COMMITTERS: usize = 1;
