@@ -3,7 +3,8 @@
 //!
 //! - [`sqlite`] (the default): one file shared by the instances of one host, in WAL mode; writes
 //!   grouped into one transaction per batch on a connection of each process's own.
-//! - [`postgres`]: any number of instances on any number of hosts; one statement per write.
+//! - [`postgres`]: any number of instances on any number of hosts; a process's waiting writes
+//!   applied by one statement (group commit).
 //!
 //! Both give the same answers and fail with the same [`StorageError`]; each keeps its own schema
 //! file (`script.sql`, `script.postgres.sql`), its own background work and its own metrics.
@@ -33,15 +34,15 @@ pub struct DatabaseSettings {
     /// `DB_BUSY_TIMEOUT_MS`: how long a write waits for another process's write lock (SQLite) or
     /// a client's row lock or a pooled connection (PostgreSQL) before it fails with 503.
     pub busy_timeout: Duration,
-    /// `DB_CONNECTIONS`: PostgreSQL only, the connections of this instance's pool (each write
-    /// and each statement holds one for one round trip).
+    /// `DB_CONNECTIONS`: PostgreSQL only, the connections of this instance's pool (a statement
+    /// or a batch of writes holds one for one round trip).
     pub pool_size: u32,
     /// `DB_READ_CONNECTIONS`: SQLite only, sqlx connections for checkpoints, health checks, and
     /// statements when the write connection cannot read them (each has its own thread).
     pub read_connections: u32,
-    /// `DB_WRITE_BATCH_MAX`: SQLite only, the most transactions committed together (group
-    /// commit). It bounds how long one process holds the write lock at once; 1 turns grouping
-    /// off.
+    /// `DB_WRITE_BATCH_MAX`: the most transactions committed together (group commit). It bounds
+    /// how long one process holds SQLite's write lock, or one statement PostgreSQL's row locks,
+    /// at once; 1 turns grouping off.
     pub write_batch_max: usize,
     /// `DB_WRITE_SYNC`: SQLite only, the write connection's `synchronous` level.
     pub write_sync: WriteSync,
@@ -141,7 +142,7 @@ impl Database {
         metrics: StorageMetrics,
     ) -> Result<Self, StorageError> {
         let (backend, clients) = if postgres::is_url(&settings.url) {
-            let db = postgres::Postgres::connect(settings).await?;
+            let db = postgres::Postgres::connect(settings, &metrics).await?;
             let clients = db.clients().await?;
             (Backend::Postgres(db), clients)
         } else {
@@ -169,7 +170,7 @@ impl Database {
     ) -> Result<Recorded, StorageError> {
         Ok(match &self.backend {
             Backend::Sqlite(db) => db.record(client, transaction).await?,
-            Backend::Postgres(db) => db.record(client, &transaction).await?,
+            Backend::Postgres(db) => db.record(client, transaction).await?,
         })
     }
 

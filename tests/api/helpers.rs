@@ -170,6 +170,35 @@ impl TestDatabase {
         }
     }
 
+    /// Checks each client's numbering on PostgreSQL: its transactions are numbered 1, 2, ...
+    /// with no gap and no repeat, and `clientes.ultima` is the last number. (SQLite numbers
+    /// nothing: its order is the rowid's.)
+    pub async fn assert_numbering_contiguous(&self) {
+        let Self::Postgres { .. } = self else {
+            return;
+        };
+        let mut connection = self.connect_postgres().await;
+        let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT c.id, c.ultima, count(t.numero),
+                    coalesce(min(t.numero), 1), coalesce(max(t.numero), 0)
+             FROM clientes AS c LEFT JOIN transacoes AS t ON t.cliente_id = c.id
+             GROUP BY c.id, c.ultima ORDER BY c.id",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .expect("read the numbering");
+        connection.close().await.ok();
+        for (client, ultima, count, first, last) in rows {
+            // (cliente_id, numero) is the primary key, so no repeat: count, first and last
+            // together say 1..=ultima, every one.
+            assert_eq!(
+                (first, last, count),
+                (1, ultima, ultima),
+                "client {client}: numbers {first}..={last}, {count} rows, ultima {ultima}"
+            );
+        }
+    }
+
     /// Holds what a write to client `client` must wait for, until the returned guard is
     /// released: SQLite's write lock on the whole file, or PostgreSQL's lock on the client's row.
     pub async fn hold_write_lock(&self, client: i64) -> HeldWriteLock {

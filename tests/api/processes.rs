@@ -1,7 +1,7 @@
-//! Several real `rinha-api` processes on one SQLite file: the deployment's shape. Whatever
-//! instance answers, no accepted transaction is lost or doubled, no refused one is applied, every
-//! 200 reports the balance right after that transaction, and statements list exactly the last
-//! ten committed.
+//! Several real `rinha-api` processes on one database (one SQLite file, or one PostgreSQL server
+//! with `TEST_DATABASE=postgres`): the deployment's shape. Whatever instance answers, no accepted
+//! transaction is lost or doubled, no refused one is applied, every 200 reports the balance right
+//! after that transaction, and statements list exactly the last ten committed.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -139,6 +139,8 @@ async fn ledger_stays_exact_under_concurrent_mixed_load(count: u64) {
             .insert(0, row.descricao.clone());
     }
 
+    processes.db.assert_numbering_contiguous().await;
+
     // Every instance's statement agrees with the ledger.
     for instance in instances {
         for &(client, _) in &CLIENTS {
@@ -161,6 +163,115 @@ async fn ledger_stays_exact_under_concurrent_mixed_load(count: u64) {
             metrics.value("rinha_lock_waits_total", &[]),
             metrics.value("rinha_lock_wait_seconds", &[]),
         );
+    }
+}
+
+/// The largest write batch each instance committed so far (`GET /metrics`).
+async fn largest_batches(instances: &[crate::helpers::Instance]) -> Vec<u64> {
+    join_all(instances.iter().map(|instance| async {
+        let metrics = instance.metrics().await;
+        metrics.value("rinha_write_batch_largest", &[]) as u64
+    }))
+    .await
+}
+
+/// Writes queued in two processes behind a lock the test holds are committed in batches, several
+/// for one client in one batch: each is accepted or refused against the balance the ones before
+/// it left, whichever process's batch it was in, and answered as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_writes_from_two_processes_chain_exactly_per_client() {
+    let processes = spawn_processes(2).await;
+    let instances = &processes.instances;
+    // Client 1 (limit 100000): six debits of 60000 and six credits of 10, so exactly one debit
+    // fits whatever the order. Client 2: four credits of 10. Client 3: four debits of 1.
+    let mut requests: Vec<(i64, &str, i64, String)> = Vec::new();
+    for n in 0..6 {
+        requests.push((1, "d", 60_000, format!("big{n}")));
+        requests.push((1, "c", 10, format!("small{n}")));
+    }
+    for n in 0..4 {
+        requests.push((2, "c", 10, format!("cred{n}")));
+        requests.push((3, "d", 1, format!("deb{n}")));
+    }
+
+    let lock = processes.db.hold_write_lock(1).await;
+    let answers = join_all(requests.iter().enumerate().map(
+        |(n, (client, tipo, valor, descricao))| async move {
+            instances[n % 2]
+                .transaction(*client, &body(*valor, tipo, descricao))
+                .await
+        },
+    ));
+    let release = async {
+        // Every write has reached its process (answered, or waiting on the lock) before the
+        // lock goes: the ones queued behind the waiting batches make the next, larger ones.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = join_all(instances.iter().map(|instance| instance.metrics())).await;
+            let arrived: f64 = metrics
+                .iter()
+                .map(|metrics| metrics.value("rinha_write_queue_jobs", &[]))
+                .sum();
+            if arrived >= 4.0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock.release().await;
+    };
+    let (answers, ()) = tokio::join!(answers, release);
+
+    assert!(
+        largest_batches(instances)
+            .await
+            .iter()
+            .any(|&size| size > 1),
+        "some writes were committed together"
+    );
+    let ledger = processes.db.stored_ledger().await;
+    let stored: HashMap<&str, i64> = ledger
+        .iter()
+        .map(|row| (row.descricao.as_str(), row.saldo_apos))
+        .collect();
+    let mut accepted_debits = 0;
+    for ((client, tipo, _, descricao), answer) in requests.iter().zip(&answers) {
+        match answer.status {
+            StatusCode::OK => {
+                assert_eq!(
+                    stored.get(descricao.as_str()),
+                    Some(&answer.saldo()),
+                    "{descricao}: the answered balance is the one stored right after it"
+                );
+                if *client == 1 && *tipo == "d" {
+                    accepted_debits += 1;
+                }
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                assert_eq!((*client, *tipo), (1, "d"), "{descricao}: refused");
+                assert!(
+                    !stored.contains_key(descricao.as_str()),
+                    "{descricao}: refused, yet stored"
+                );
+            }
+            status => panic!("{descricao}: unexpected {status}: {:?}", answer.body),
+        }
+    }
+    assert_eq!(accepted_debits, 1, "exactly one 60000 debit fits");
+    // The stored order replays to every stored balance, within the limit at every step.
+    let mut balances: HashMap<i64, i64> = HashMap::new();
+    for row in &ledger {
+        let balance = balances.entry(row.cliente_id).or_default();
+        *balance += row.signed();
+        assert_eq!(row.saldo_apos, *balance, "{row:?}");
+        assert!(*balance >= -limit_of(row.cliente_id), "{row:?}");
+    }
+    processes.db.assert_numbering_contiguous().await;
+    for (client, expected) in [(1, -60_000 + 60), (2, 40), (3, -4)] {
+        assert_eq!(balances.get(&client), Some(&expected), "client {client}");
+        for instance in instances {
+            assert_eq!(instance.statement(client).await.total(), expected);
+        }
     }
 }
 
