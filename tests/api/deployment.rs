@@ -605,6 +605,43 @@ fn the_config_scripts_stack_derives_from_nginx_conf_passes_nginx_t() {
     }
 }
 
+/// The minimal front `scripts/bench-stack` prices nginx.conf against (`BENCH_FRONTS`) goes
+/// through the same rewrite and `nginx -t`, and points at the stack's two sockets.
+#[test]
+fn the_minimal_front_scripts_bench_stack_uses_passes_the_same_rewrite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(Path::new(ROOT).join("scripts/stack"))
+        .arg("config")
+        .env("STACK_DIR", dir.path())
+        .env("STACK_PORT", free_port().to_string())
+        .env(
+            "STACK_API_PORTS",
+            format!("{} {}", free_port(), free_port()),
+        )
+        .env(
+            "STACK_NGINX_CONF",
+            Path::new(ROOT).join("scripts/nginx-minimal.conf"),
+        )
+        .output()
+        .expect("scripts/stack runs");
+    assert!(
+        output.status.success(),
+        "scripts/stack config with the minimal front failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let conf = Nginx::parse(
+        &std::fs::read_to_string(dir.path().join("nginx.conf")).expect("the derived config"),
+    );
+    let servers: Vec<String> = conf
+        .find(&["http", "upstream"], "server")
+        .iter()
+        .map(|args| args[0].clone())
+        .collect();
+    let socket = |name: &str| format!("unix:{}/{name}.sock", dir.path().display());
+    assert_eq!(servers, [socket("api01"), socket("api02")]);
+}
+
 fn check_derived_config(upstream: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
 
