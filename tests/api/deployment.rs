@@ -586,16 +586,27 @@ fn nginx_conf_keeps_upstream_connections_alive_and_never_replays_a_post() {
 /// Runs `scripts/stack config` with a temporary STACK_DIR, fresh ports and
 /// `STACK_UPSTREAM=upstream`.
 fn derive_stack_config(dir: &Path, upstream: &str) -> (std::process::Output, [u16; 3]) {
+    derive_stack_config_from(dir, upstream, None)
+}
+
+/// [`derive_stack_config`] from `source` (`STACK_NGINX_CONF`) instead of the top-level nginx.conf.
+fn derive_stack_config_from(
+    dir: &Path,
+    upstream: &str,
+    source: Option<&Path>,
+) -> (std::process::Output, [u16; 3]) {
     let ports = [free_port(), free_port(), free_port()];
-    let output = Command::new(Path::new(ROOT).join("scripts/stack"))
+    let mut command = Command::new(Path::new(ROOT).join("scripts/stack"));
+    command
         .arg("config")
         .env("STACK_DIR", dir)
         .env("STACK_PORT", ports[0].to_string())
         .env("STACK_API_PORTS", format!("{} {}", ports[1], ports[2]))
-        .env("STACK_UPSTREAM", upstream)
-        .output()
-        .expect("scripts/stack runs");
-    (output, ports)
+        .env("STACK_UPSTREAM", upstream);
+    if let Some(source) = source {
+        command.env("STACK_NGINX_CONF", source);
+    }
+    (command.output().expect("scripts/stack runs"), ports)
 }
 
 #[test]
@@ -610,20 +621,8 @@ fn the_config_scripts_stack_derives_from_nginx_conf_passes_nginx_t() {
 #[test]
 fn the_minimal_front_scripts_bench_stack_uses_passes_the_same_rewrite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(Path::new(ROOT).join("scripts/stack"))
-        .arg("config")
-        .env("STACK_DIR", dir.path())
-        .env("STACK_PORT", free_port().to_string())
-        .env(
-            "STACK_API_PORTS",
-            format!("{} {}", free_port(), free_port()),
-        )
-        .env(
-            "STACK_NGINX_CONF",
-            Path::new(ROOT).join("scripts/nginx-minimal.conf"),
-        )
-        .output()
-        .expect("scripts/stack runs");
+    let minimal = Path::new(ROOT).join("scripts/nginx-minimal.conf");
+    let (output, _) = derive_stack_config_from(dir.path(), "unix", Some(&minimal));
     assert!(
         output.status.success(),
         "scripts/stack config with the minimal front failed:\n{}{}",
@@ -633,13 +632,16 @@ fn the_minimal_front_scripts_bench_stack_uses_passes_the_same_rewrite() {
     let conf = Nginx::parse(
         &std::fs::read_to_string(dir.path().join("nginx.conf")).expect("the derived config"),
     );
-    let servers: Vec<String> = conf
-        .find(&["http", "upstream"], "server")
+    let socket = |name: &str| format!("unix:{}/{name}.sock", dir.path().display());
+    assert_eq!(upstream_servers(&conf), [socket("api01"), socket("api02")]);
+}
+
+/// The addresses of the `upstream` block's servers.
+fn upstream_servers(conf: &Nginx) -> Vec<String> {
+    conf.find(&["http", "upstream"], "server")
         .iter()
         .map(|args| args[0].clone())
-        .collect();
-    let socket = |name: &str| format!("unix:{}/{name}.sock", dir.path().display());
-    assert_eq!(servers, [socket("api01"), socket("api02")]);
+        .collect()
 }
 
 fn check_derived_config(upstream: &str) {
@@ -669,11 +671,7 @@ fn check_derived_config(upstream: &str) {
         ],
         "the public port and stub_status's (STACK_PORT+3), on loopback only"
     );
-    let servers: Vec<String> = conf
-        .find(&["http", "upstream"], "server")
-        .iter()
-        .map(|args| args[0].clone())
-        .collect();
+    let servers = upstream_servers(&conf);
     let expected = if upstream == "tcp" {
         [format!("127.0.0.1:{api01}"), format!("127.0.0.1:{api02}")]
     } else {
