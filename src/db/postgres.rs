@@ -412,12 +412,14 @@ impl Postgres {
 /// A committer: takes the waiting writes (up to the batch size) and applies them in one
 /// statement, until none waits.
 async fn commit_queued(shared: Arc<Shared>) {
+    let mut running = Committing(Some(&shared));
     loop {
         let jobs: Vec<Job> = {
             let mut queue = lock(&shared.queue);
             if queue.jobs.is_empty() {
                 queue.committers -= 1;
                 drop(queue);
+                running.0 = None;
                 shared.committer_stopped.notify_waiters();
                 return;
             }
@@ -461,6 +463,23 @@ async fn apply(shared: &Shared, jobs: Vec<Job>) {
     let err = Arc::new(err);
     for job in jobs {
         job.reply.send(Err(PgError::Batch(Arc::clone(&err)))).ok();
+    }
+}
+
+/// Marks the committer stopped if its task is dropped before it finished (the worker's runtime
+/// is shutting down), as the SQLite writer's does: the queued jobs are dropped, which answers each
+/// that the instance is stopping, and the next write starts a committer again.
+struct Committing<'s>(Option<&'s Shared>);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            let mut queue = lock(&shared.queue);
+            queue.jobs.clear();
+            queue.committers -= 1;
+            drop(queue);
+            shared.committer_stopped.notify_waiters();
+        }
     }
 }
 
