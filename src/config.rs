@@ -146,6 +146,13 @@ fn database_settings(
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<DatabaseSettings, ConfigError> {
     let defaults = DatabaseSettings::default();
+    if let Some(value) = lookup("DB_WRITE_SYNC") {
+        return Err(ConfigError {
+            name: "DB_WRITE_SYNC",
+            value,
+            reason: "replaced by DB_DURABILITY (process or power)".to_owned(),
+        });
+    }
     Ok(DatabaseSettings {
         url: lookup("DATABASE_URL").unwrap_or(defaults.url),
         busy_timeout: parse(lookup, "DB_BUSY_TIMEOUT_MS")?
@@ -154,8 +161,8 @@ fn database_settings(
         read_connections: parse(lookup, "DB_READ_CONNECTIONS")?
             .unwrap_or(defaults.read_connections),
         write_batch_max: parse(lookup, "DB_WRITE_BATCH_MAX")?.unwrap_or(defaults.write_batch_max),
-        write_sync: parse(lookup, "DB_WRITE_SYNC")?
-            .map_or(defaults.write_sync, |Choice(sync)| sync),
+        durability: parse(lookup, "DB_DURABILITY")?
+            .map_or(defaults.durability, |Choice(durability)| durability),
         checkpoint_interval: parse(lookup, "DB_CHECKPOINT_INTERVAL_MS")?
             .map_or(defaults.checkpoint_interval, Duration::from_millis),
     })
@@ -200,7 +207,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::WriteSync;
+    use crate::db::Durability;
 
     fn config_from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_lookup(|name| {
@@ -228,7 +235,7 @@ mod tests {
             ("API_WORKERS", "3"),
             ("DB_READ_CONNECTIONS", "4"),
             ("DB_WRITE_BATCH_MAX", "8"),
-            ("DB_WRITE_SYNC", "normal"),
+            ("DB_DURABILITY", "power"),
             ("DB_BUSY_TIMEOUT_MS", "250"),
             ("DB_CHECKPOINT_INTERVAL_MS", "0"),
             ("MAX_IN_FLIGHT", "64"),
@@ -248,7 +255,7 @@ mod tests {
         assert_eq!(config.workers, 3);
         assert_eq!(config.database.read_connections, 4);
         assert_eq!(config.database.write_batch_max, 8);
-        assert_eq!(config.database.write_sync, WriteSync::Normal);
+        assert_eq!(config.database.durability, Durability::Power);
         assert_eq!(config.database.busy_timeout, Duration::from_millis(250));
         assert_eq!(config.database.checkpoint_interval, Duration::ZERO);
         assert_eq!(
@@ -297,7 +304,8 @@ mod tests {
             ("API_WORKERS", "0", "no workers"),
             ("DB_READ_CONNECTIONS", "0", "no readers"),
             ("DB_WRITE_BATCH_MAX", "0", "empty batches"),
-            ("DB_WRITE_SYNC", "full", "unknown sync level"),
+            ("DB_DURABILITY", "disk", "unknown durability"),
+            ("DB_WRITE_SYNC", "normal", "replaced by DB_DURABILITY"),
             ("API_SCHED_POLICY", "fifo", "a real-time policy"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
             ("MAX_IN_FLIGHT", "-1", "negative bound"),

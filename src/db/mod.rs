@@ -44,8 +44,8 @@ pub struct DatabaseSettings {
     /// how long one process holds SQLite's write lock, or one statement PostgreSQL's row locks,
     /// at once; 1 turns grouping off.
     pub write_batch_max: usize,
-    /// `DB_WRITE_SYNC`: SQLite only, the write connection's `synchronous` level.
-    pub write_sync: WriteSync,
+    /// `DB_DURABILITY`: what an answered write survives, a process crash or a power cut.
+    pub durability: Durability,
     /// `DB_CHECKPOINT_INTERVAL_MS`: SQLite only, how often a background task copies the WAL into
     /// the database file, so that no request pays for a checkpoint. 0 leaves it to SQLite's own
     /// auto-checkpoint, which runs inside a committing write.
@@ -60,7 +60,7 @@ impl Default for DatabaseSettings {
             pool_size: 4,
             read_connections: 2,
             write_batch_max: 64,
-            write_sync: WriteSync::Off,
+            durability: Durability::Process,
             checkpoint_interval: Duration::from_millis(1000),
         }
     }
@@ -94,15 +94,20 @@ impl DatabaseSettings {
     }
 }
 
-/// The SQLite write connection's `synchronous` level (`DB_WRITE_SYNC`). In WAL mode a commit is
-/// never synced at either level; what `normal` adds is an fsync of the WAL header each time the
-/// WAL starts over after a complete checkpoint, inside the next write (milliseconds).
-/// Checkpoints always run at `normal`, so the database file is synced before the WAL is reused.
+/// What a write answered 200 survives (`DB_DURABILITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WriteSync {
-    Off,
-    Normal,
+pub enum Durability {
+    /// The crash of any process (the commit is in the operating system's cache before the
+    /// answer), not a power cut or a kernel panic: SQLite's write connection runs at
+    /// `synchronous=OFF` and syncs only in checkpoints; PostgreSQL commits with
+    /// `synchronous_commit=off`.
+    Process,
+    /// A power cut too: the commit is on disk before the answer. SQLite's write connection runs
+    /// at `synchronous=FULL`, which syncs the WAL once per committed batch (group commit: one
+    /// sync covers every write of the batch); PostgreSQL commits with `synchronous_commit=on`,
+    /// and the server must run with `fsync=on`.
+    Power,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -332,7 +332,7 @@ fn the_binary_refuses_invalid_configuration_naming_the_variable() {
         ("API_PORT", "http"),
         ("API_WORKERS", "0"),
         ("DATABASE_URL", "mysql://localhost/rinha"),
-        ("DB_WRITE_SYNC", "full"),
+        ("DB_DURABILITY", "disk"),
         ("API_SCHED_POLICY", "fifo"),
     ];
     for (name, value) in cases {

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
-use super::{DatabaseSettings, StorageError, WriteSync};
+use super::{DatabaseSettings, Durability, StorageError};
 use crate::domain::{Client, NewTransaction, Recorded, STATEMENT_LENGTH, Statement};
 use crate::metrics::StorageMetrics;
 use ffi::{Connection, SqliteFailure};
@@ -331,8 +331,9 @@ enum Role {
 ///   instance.
 fn pragmas(settings: &DatabaseSettings, role: Role) -> Vec<(&'static str, &'static str)> {
     let checkpoints = !settings.checkpoint_interval.is_zero();
-    let synchronous = match (role, settings.write_sync) {
-        (Role::Writer, WriteSync::Off) if checkpoints => "OFF",
+    let synchronous = match (role, settings.durability) {
+        (Role::Writer, Durability::Power) => "FULL",
+        (Role::Writer, Durability::Process) if checkpoints => "OFF",
         _ => "NORMAL",
     };
     let (cache_size, mmap_size) = match role {
