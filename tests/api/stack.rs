@@ -25,20 +25,20 @@ use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client, store
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
 #[derive(Debug)]
-struct Stack {
-    dir: TempDir,
-    port: u16,
-    api_ports: [u16; 2],
+pub(crate) struct Stack {
+    pub(crate) dir: TempDir,
+    pub(crate) port: u16,
+    pub(crate) api_ports: [u16; 2],
     /// How nginx reaches the instances: `unix` or `tcp` (`STACK_UPSTREAM`).
-    upstream: &'static str,
+    pub(crate) upstream: &'static str,
     /// nginx's stub_status port (`STACK_STATUS_PORT`).
-    status_port: u16,
+    pub(crate) status_port: u16,
     /// Prometheus's port when it runs with the stack (`STACK_OBSERVABILITY=1`).
-    prometheus_port: Option<u16>,
+    pub(crate) prometheus_port: Option<u16>,
     /// `sqlite` or `postgres` (`STACK_DATABASE`).
-    database: &'static str,
-    address: String,
-    http: Client,
+    pub(crate) database: &'static str,
+    pub(crate) address: String,
+    pub(crate) http: Client,
 }
 
 impl Api for Stack {
@@ -53,23 +53,23 @@ impl Api for Stack {
 impl Stack {
     /// `scripts/stack up` on free ports, nginx reaching the instances over Unix sockets (the
     /// default); panics with the script's output if it fails.
-    fn up() -> Self {
+    pub(crate) fn up() -> Self {
         Self::up_with("unix")
     }
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
-    fn up_with(upstream: &'static str) -> Self {
+    pub(crate) fn up_with(upstream: &'static str) -> Self {
         Self::start(upstream, "sqlite", None)
     }
 
     /// The stack with Prometheus (and nginx's exporter) scraping it every second
     /// (`STACK_OBSERVABILITY=1`).
-    fn up_observed() -> Self {
+    pub(crate) fn up_observed() -> Self {
         Self::start("unix", "sqlite", Some(free_port()))
     }
 
     /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
-    fn up_on(upstream: &'static str, database: &'static str) -> Self {
+    pub(crate) fn up_on(upstream: &'static str, database: &'static str) -> Self {
         Self::start(upstream, database, None)
     }
 
@@ -97,7 +97,7 @@ impl Stack {
     }
 
     /// Runs `scripts/stack <command>` against this stack.
-    fn run(&self, command: &str) -> Output {
+    pub(crate) fn run(&self, command: &str) -> Output {
         let mut script = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack"));
         if let Some(prometheus) = self.prometheus_port {
             script
@@ -126,7 +126,7 @@ impl Stack {
     }
 
     /// The pid in `<name>.pid` (nginx, api01, api02).
-    fn pid(&self, name: &str) -> u32 {
+    pub(crate) fn pid(&self, name: &str) -> u32 {
         let file = self.dir.path().join(format!("{name}.pid"));
         std::fs::read_to_string(&file)
             .unwrap_or_else(|err| panic!("{}: {err}", file.display()))
@@ -135,11 +135,11 @@ impl Stack {
             .expect("a pid")
     }
 
-    fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.dir.path().join("rinha.db")
     }
 
-    fn nginx_errors(&self) -> String {
+    pub(crate) fn nginx_errors(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nginx-error.log")).unwrap_or_default()
     }
 }
@@ -153,7 +153,7 @@ impl Drop for Stack {
     }
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -162,7 +162,7 @@ fn text(output: &Output) -> String {
 }
 
 /// True if the process runs (a zombie does not count: nothing may reap a killed orphan here).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         !stat
             .rsplit_once(") ")
@@ -171,7 +171,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// `kill -9`, through the shell's builtin: a `kill` executable (procps) may not be installed.
-fn kill_9(pid: u32) {
+pub(crate) fn kill_9(pid: u32) {
     let status = Command::new("sh")
         .args(["-c", &format!("kill -9 {pid}")])
         .status()
@@ -357,7 +357,7 @@ async fn prometheus_started_with_the_stack_scrapes_both_instances_and_nginx() {
 
 /// What the client saw for one request.
 #[derive(Debug, Clone)]
-enum Seen {
+pub(crate) enum Seen {
     Status(StatusCode),
     /// No HTTP answer (connection error or time-out).
     Transport(String),
@@ -365,18 +365,18 @@ enum Seen {
 
 /// One request of a load run.
 #[derive(Debug, Clone)]
-struct Sent {
-    started: Duration,
-    finished: Duration,
+pub(crate) struct Sent {
+    pub(crate) started: Duration,
+    pub(crate) finished: Duration,
     /// For a transaction: client, signed amount and its unique `descricao`; None for a statement.
-    transaction: Option<(i64, i64, String)>,
-    seen: Seen,
+    pub(crate) transaction: Option<(i64, i64, String)>,
+    pub(crate) seen: Seen,
 }
 
 /// Runs `tasks` concurrent loops of mixed requests through nginx until `until` (measured from
 /// `start`), or `per_task` requests each. About 5 in 6 requests are transactions (credits and
 /// debits on a random client, 1..=5000 cents, unique `descricao`), the rest statements.
-async fn mixed_load(
+pub(crate) async fn mixed_load(
     address: &str,
     tasks: usize,
     per_task: usize,
@@ -449,13 +449,13 @@ async fn ledger(db: &Path) -> HashMap<String, (i64, i64)> {
 
 /// What an audit found.
 #[derive(Debug, Default)]
-struct Audit {
-    accepted: usize,
-    refused: usize,
+pub(crate) struct Audit {
+    pub(crate) accepted: usize,
+    pub(crate) refused: usize,
     /// Transactions whose outcome the client could not know (5xx from nginx, transport error).
-    unknown: usize,
+    pub(crate) unknown: usize,
     /// Of those, how many the ledger holds.
-    unknown_applied: usize,
+    pub(crate) unknown_applied: usize,
 }
 
 /// Checks the ledger against what the clients saw, then each client's balance through nginx.
@@ -464,7 +464,7 @@ struct Audit {
 /// unsent is. A transaction without a definite answer may be in the ledger or not, once at most;
 /// the balance must then equal the sum of the accepted amounts plus those of the unknown ones the
 /// ledger holds, i.e. the difference is explained by unknown transactions and nothing else.
-async fn audit(stack: &Stack, sent: &[Sent]) -> Audit {
+pub(crate) async fn audit(stack: &Stack, sent: &[Sent]) -> Audit {
     let ledger = ledger(&stack.db_path()).await;
     let mut result = Audit::default();
     let mut expected_total: BTreeMap<i64, i64> = CLIENTS.iter().map(|&(id, _)| (id, 0)).collect();
@@ -523,7 +523,7 @@ async fn audit(stack: &Stack, sent: &[Sent]) -> Audit {
     result
 }
 
-fn status_counts(sent: &[Sent]) -> BTreeMap<String, usize> {
+pub(crate) fn status_counts(sent: &[Sent]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for request in sent {
         let kind = if request.transaction.is_some() {
