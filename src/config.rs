@@ -13,6 +13,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer, value::Error as ChoiceError}
 
 use crate::db::DatabaseSettings;
 use crate::overload::OverloadSettings;
+use crate::routes::reset::{ResetAccess, ResetSwitch};
 use crate::scheduling::SchedPolicy;
 
 /// The service's settings. `Config::default()` is what an empty environment gives.
@@ -37,6 +38,13 @@ pub struct Config {
     /// default policy, `SCHED_OTHER`; the only one, and the default, elsewhere). See
     /// `scheduling`.
     pub sched_policy: SchedPolicy,
+    /// `API_RESET` (`on`, the default, or `off`) and `RESET_TOKEN`: who may `POST /reset`:
+    /// anyone; with a token set, a caller presenting it as `Authorization: Bearer <token>`;
+    /// with `off`, nobody.
+    pub reset: ResetAccess,
+    /// `API_METRICS_PORT`: serve `/metrics` on this port of `API_HOST` only, not on the API's
+    /// listeners (so not through nginx). Unset: `/metrics` is an API route like the others.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for Config {
@@ -49,6 +57,8 @@ impl Default for Config {
             database: DatabaseSettings::default(),
             overload: OverloadSettings::default(),
             sched_policy: SchedPolicy::default(),
+            reset: ResetAccess::Open,
+            metrics_port: None,
         }
     }
 }
@@ -95,6 +105,8 @@ impl Config {
             overload: overload_settings(&lookup)?,
             sched_policy: parse(&lookup, "API_SCHED_POLICY")?
                 .map_or(defaults.sched_policy, |Choice(policy)| policy),
+            reset: reset_access(&lookup)?,
+            metrics_port: parse(&lookup, "API_METRICS_PORT")?,
         };
         config.check()?;
         Ok(config)
@@ -166,6 +178,23 @@ fn database_settings(
         checkpoint_interval: parse(lookup, "DB_CHECKPOINT_INTERVAL_MS")?
             .map_or(defaults.checkpoint_interval, Duration::from_millis),
     })
+}
+
+/// `API_RESET` and `RESET_TOKEN`. An empty token counts as unset (compose passes `${RESET_TOKEN:-}`
+/// through as an empty string); a token with `API_RESET=off` is a contradiction, refused.
+fn reset_access(lookup: &impl Fn(&str) -> Option<String>) -> Result<ResetAccess, ConfigError> {
+    let token = lookup("RESET_TOKEN").filter(|token| !token.is_empty());
+    let switch = parse(lookup, "API_RESET")?.map_or(ResetSwitch::On, |Choice(switch)| switch);
+    match (switch, token) {
+        (ResetSwitch::On, None) => Ok(ResetAccess::Open),
+        (ResetSwitch::On, Some(token)) => Ok(ResetAccess::Token(token)),
+        (ResetSwitch::Off, None) => Ok(ResetAccess::Off),
+        (ResetSwitch::Off, Some(_)) => Err(ConfigError {
+            name: "API_RESET",
+            value: "off".to_owned(),
+            reason: "RESET_TOKEN is set too: unset it, or API_RESET".to_owned(),
+        }),
+    }
 }
 
 /// The shedding bounds; `MAX_QUEUED` defaults to `MAX_IN_FLIGHT`.
@@ -243,6 +272,8 @@ mod tests {
             ("RETRY_AFTER_S", "2"),
             ("DB_CONNECTIONS", "6"),
             ("API_SCHED_POLICY", "normal"),
+            ("RESET_TOKEN", "s3cret"),
+            ("API_METRICS_PORT", "9100"),
         ])
         .expect("valid settings");
         assert_eq!(config.host, "127.0.0.1");
@@ -277,6 +308,16 @@ mod tests {
         );
         assert_eq!(config.database.pool_size, 6);
         assert_eq!(config.sched_policy, SchedPolicy::Normal);
+        assert_eq!(config.reset, ResetAccess::Token("s3cret".into()));
+        assert_eq!(config.metrics_port, Some(9100));
+        let reset = |vars| config_from(vars).expect("valid").reset;
+        assert_eq!(reset(&[]), ResetAccess::Open);
+        assert_eq!(
+            reset(&[("RESET_TOKEN", "")]),
+            ResetAccess::Open,
+            "empty is unset"
+        );
+        assert_eq!(reset(&[("API_RESET", "off")]), ResetAccess::Off);
         #[cfg(target_os = "linux")]
         assert_eq!(Config::default().sched_policy, SchedPolicy::Batch);
         for policy in [SchedPolicy::Batch, SchedPolicy::Normal] {
@@ -307,6 +348,8 @@ mod tests {
             ("DB_DURABILITY", "disk", "unknown durability"),
             ("DB_WRITE_SYNC", "normal", "replaced by DB_DURABILITY"),
             ("API_SCHED_POLICY", "fifo", "a real-time policy"),
+            ("API_RESET", "token", "on or off"),
+            ("API_METRICS_PORT", "65536", "port out of range"),
             ("DB_BUSY_TIMEOUT_MS", "0", "no patience"),
             ("MAX_IN_FLIGHT", "-1", "negative bound"),
             (
@@ -327,5 +370,15 @@ mod tests {
             let message = err.to_string();
             assert!(message.contains(name), "{why}: {message}");
         }
+        let contradiction = config_from(&[("API_RESET", "off"), ("RESET_TOKEN", "s3cret")])
+            .expect_err("a token for a route that is off");
+        assert!(
+            contradiction.to_string().contains("API_RESET"),
+            "{contradiction}"
+        );
+        assert!(
+            !contradiction.to_string().contains("s3cret"),
+            "the token is not echoed"
+        );
     }
 }

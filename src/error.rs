@@ -36,6 +36,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     UnreadableBody(String),
+    /// The caller may not do this here (`POST /reset` without its token, or turned off).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -68,6 +71,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::ClientNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidTransaction(_) | ApiError::Refused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -27,8 +27,9 @@ use crate::config::Config;
 use crate::db::{Database, StorageError};
 use crate::metrics::Metrics;
 use crate::openapi::{self, Document, ROUTES};
-use crate::overload::{self, Limiter, OverloadSettings};
-use crate::routes::fallback;
+use crate::overload::{self, Limiter};
+use crate::routes::metrics::MetricsOnApi;
+use crate::routes::{fallback, metrics as metrics_route};
 
 /// How long an idle client connection is kept open. nginx's upstream `keepalive_timeout` must be
 /// shorter, so nginx never reuses a connection the API has just closed (the sporadic-502 race).
@@ -46,6 +47,8 @@ pub struct Application {
     port: u16,
     socket: Option<PathBuf>,
     server: Server,
+    /// The `/metrics`-only server on `API_METRICS_PORT`, when that is set.
+    metrics_server: Option<Server>,
     db: Database,
     metrics: Metrics,
 }
@@ -94,20 +97,41 @@ impl Application {
             })?),
             None => None,
         };
+        let metrics_listener = match config.metrics_port {
+            Some(port) => {
+                let address = format!("{}:{port}", config.host);
+                Some(
+                    TcpListener::bind(&address)
+                        .map_err(|source| StartupError::Listen { address, source })?,
+                )
+            }
+            None => None,
+        };
         let db = Database::connect(&config.database, metrics.storage()).await?;
         let server = serve(
-            listener,
-            unix_listener,
+            Listeners {
+                tcp: listener,
+                unix: unix_listener,
+            },
             db.clone(),
             metrics.clone(),
-            config.workers,
-            config.overload,
+            &config,
         )
         .map_err(listen_error)?;
+        let metrics_server = match metrics_listener {
+            Some(listener) => Some(serve_metrics(listener, metrics.clone()).map_err(|source| {
+                StartupError::Listen {
+                    address: format!("{}:{:?}", config.host, config.metrics_port),
+                    source,
+                }
+            })?),
+            None => None,
+        };
         Ok(Self {
             port,
             socket: config.socket,
             server,
+            metrics_server,
             db,
             metrics,
         })
@@ -128,6 +152,11 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
         let server = self.server.handle();
         let mut serving = tokio::spawn(self.server);
+        let metrics_server = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let upkeep = tokio::spawn(metrics_upkeep(self.metrics.clone()));
         let early = tokio::select! {
             served = &mut serving => Some(served),
@@ -137,6 +166,9 @@ impl Application {
             tracing::info!("stopping");
         }
         let (_, ()) = tokio::join!(server.stop(true), self.db.close());
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.stop(false).await;
+        }
         let served = match early {
             Some(served) => served,
             None => serving.await,
@@ -187,16 +219,24 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Starts the Actix server on `listener` (and `unix_listener`) with `workers` threads, shedding
-/// load past `overload`'s bounds when they are set.
+/// Where the API listens: TCP, and a Unix socket when `API_SOCKET` is set.
+#[derive(Debug)]
+pub struct Listeners {
+    pub tcp: TcpListener,
+    pub unix: Option<UnixListener>,
+}
+
+/// Starts the Actix server on `listeners` with `config`'s workers, shedding load past its
+/// bounds when they are set, and `/reset` and `/metrics` served as it says.
 pub fn serve(
-    listener: TcpListener,
-    unix_listener: Option<UnixListener>,
+    listeners: Listeners,
     db: Database,
     metrics: Metrics,
-    workers: usize,
-    overload: OverloadSettings,
+    config: &Config,
 ) -> io::Result<Server> {
+    let overload = config.overload;
+    let reset = web::Data::new(config.reset.clone());
+    let metrics_on_api = web::Data::new(MetricsOnApi(config.metrics_port.is_none()));
     let db = web::Data::new(db);
     let metrics = web::Data::new(metrics);
     let limiter = web::Data::new(Limiter::new(overload));
@@ -208,6 +248,8 @@ pub fn serve(
             .app_data(metrics.clone())
             .app_data(document.clone())
             .app_data(limiter.clone())
+            .app_data(reset.clone())
+            .app_data(metrics_on_api.clone())
             .configure(openapi::routes)
             .default_service(web::to(fallback::not_found))
             // Off (the default): `Condition` passes every request straight to the app.
@@ -224,17 +266,35 @@ pub fn serve(
                 }
             })
     })
-    .workers(workers)
+    .workers(config.workers)
     .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
     .backlog(4096)
     .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
     // `Application::run_until` decides when to stop.
     .disable_signals()
-    .listen(listener)?;
-    let server = match unix_listener {
+    .listen(listeners.tcp)?;
+    let server = match listeners.unix {
         Some(unix_listener) => server.listen_uds(unix_listener)?,
         None => server,
     };
+    Ok(server.run())
+}
+
+/// Serves `GET /metrics` alone on `listener` (`API_METRICS_PORT`), one worker thread: a port an
+/// operator exposes to the scraper only, where the API's listeners (and so nginx) answer 404.
+fn serve_metrics(listener: TcpListener, metrics: Metrics) -> io::Result<Server> {
+    let metrics = web::Data::new(metrics);
+    let exposed = web::Data::new(MetricsOnApi(true));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .app_data(exposed.clone())
+            .route("/metrics", web::get().to(metrics_route::show))
+            .default_service(web::to(fallback::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?;
     Ok(server.run())
 }
 

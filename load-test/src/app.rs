@@ -60,7 +60,7 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
     }
 
     if options.resets() {
-        reset(&api).await?;
+        reset(&api, options.reset_token.as_deref()).await?;
     }
     let validation = match options.profile {
         Some(_) => {
@@ -177,9 +177,21 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
     })
 }
 
-async fn reset(api: &Api) -> Result<(), Error> {
-    match api.reset().await {
+async fn reset(api: &Api, token: Option<&str>) -> Result<(), Error> {
+    match api.reset(token).await {
         Ok(answer) if (200..300).contains(&answer.status) => Ok(()),
+        Ok(answer) if answer.status == 403 => Err(Error::setup(
+            "POST /reset",
+            format!(
+                "answered 403 {}: {}",
+                String::from_utf8_lossy(&answer.body),
+                if token.is_some() {
+                    "the token given (--reset-token / RESET_TOKEN) is not the deployment's"
+                } else {
+                    "the deployment wants a token: --reset-token or RESET_TOKEN"
+                }
+            ),
+        )),
         Ok(answer) => Err(Error::setup(
             "POST /reset",
             format!("answered {}", answer.status),

@@ -126,6 +126,16 @@ pub struct Options {
     #[arg(long)]
     pub reset: bool,
 
+    /// The token a deployment with RESET_TOKEN set wants for POST /reset, sent as
+    /// `Authorization: Bearer <token>` (from the environment, it stays out of `ps`)
+    #[arg(
+        long,
+        env = "RESET_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub reset_token: Option<String>,
+
     /// A response counts towards the SLA only if OK and faster than this
     #[arg(long, value_name = "DURATION", default_value = "250ms")]
     pub sla_latency: humantime::Duration,

@@ -123,9 +123,13 @@ impl Api {
         .await
     }
 
-    /// `POST /reset`.
-    pub async fn reset(&self) -> Result<Answer, CallError> {
-        Self::answer(self.http.post(format!("{}/reset", self.base))).await
+    /// `POST /reset`, with `token` as `Authorization: Bearer` when given.
+    pub async fn reset(&self, token: Option<&str>) -> Result<Answer, CallError> {
+        let mut request = self.http.post(format!("{}/reset", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request).await
     }
 
     async fn answer(request: reqwest::RequestBuilder) -> Result<Answer, CallError> {

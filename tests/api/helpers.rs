@@ -310,8 +310,13 @@ pub struct TestApp {
 
 /// Starts the server in this process on a free port and a new database.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The same, with `adjust` applied to the configuration first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDatabase::new().await;
-    let config = Config {
+    let mut config = Config {
         host: "127.0.0.1".into(),
         port: 0,
         database: DatabaseSettings {
@@ -321,6 +326,7 @@ pub async fn spawn_app() -> TestApp {
         workers: 2,
         ..Config::default()
     };
+    adjust(&mut config);
     let app = Application::build(config).await.expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());

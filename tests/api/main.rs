@@ -2,6 +2,7 @@
 //! real `rinha-api` processes, or the whole stack behind real nginx) on a temporary SQLite file
 //! and talks HTTP to it.
 
+mod access;
 mod batches;
 mod contract;
 mod deployment;

@@ -37,6 +37,8 @@ pub(crate) struct Stack {
     pub(crate) prometheus_port: Option<u16>,
     /// `sqlite` or `postgres` (`STACK_DATABASE`).
     pub(crate) database: &'static str,
+    /// More settings for the instances (and the script), e.g. `RESET_TOKEN`.
+    pub(crate) env: Vec<(&'static str, String)>,
     pub(crate) address: String,
     pub(crate) http: Client,
 }
@@ -74,6 +76,20 @@ impl Stack {
     }
 
     fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
+        Self::start_with(upstream, database, prometheus_port, Vec::new())
+    }
+
+    /// The default stack with `env` added to the instances' settings.
+    pub(crate) fn up_with_env(env: Vec<(&'static str, String)>) -> Self {
+        Self::start_with("unix", "sqlite", None, env)
+    }
+
+    fn start_with(
+        upstream: &'static str,
+        database: &'static str,
+        prometheus_port: Option<u16>,
+        env: Vec<(&'static str, String)>,
+    ) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -83,6 +99,7 @@ impl Stack {
             status_port: free_port(),
             prometheus_port,
             database,
+            env,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -106,6 +123,7 @@ impl Stack {
                 .env("STACK_NGINX_EXPORTER_PORT", free_port().to_string())
                 .env("STACK_SCRAPE_INTERVAL", "1s");
         }
+        script.envs(self.env.iter().map(|(name, value)| (name, value)));
         script
             .arg(command)
             .env("STACK_STATUS_PORT", self.status_port.to_string())
@@ -351,6 +369,48 @@ async fn prometheus_started_with_the_stack_scrapes_both_instances_and_nginx() {
             .is_some_and(|value| value.parse::<f64>().is_ok_and(|n| n > 0.0)),
         "{nginx:?}"
     );
+}
+
+#[tokio::test]
+async fn through_nginx_only_the_reset_tokens_bearer_may_reset() {
+    let token = "stack-token-0123456789";
+    let stack = Stack::up_with_env(vec![("RESET_TOKEN", token.to_owned())]);
+    let answer = stack.transaction(1, &body(100, "c", "kept")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let reset = |authorization: String| {
+        stack
+            .http
+            .post(format!("{}/reset", stack.address))
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .send()
+    };
+    for wrong in [
+        "Bearer wrong".to_owned(),
+        format!("Bearer {token} x"),
+        format!("Bearer {token}\tx"),
+    ] {
+        let response = reset(wrong.clone()).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{wrong:?}");
+    }
+    assert_eq!(stack.statement(1).await.total(), 100, "nothing reset");
+    let response = reset(format!("Bearer {token}")).await.expect("answered");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "nginx passes the token to the instance: {}",
+        stack.nginx_errors()
+    );
+    assert_eq!(stack.statement(1).await.total(), 0);
+    // The header goes no further than /reset: a transaction with it is served as ever.
+    let response = stack
+        .http
+        .post(format!("{}/clientes/1/transacoes", stack.address))
+        .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
+        .json(&body(5, "c", "after"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 // ---- load and audit -------------------------------------------------------------------------------

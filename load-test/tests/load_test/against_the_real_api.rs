@@ -1,6 +1,7 @@
 //! The tester against the real API (the root package), started in this process on port 0 with
 //! a fresh SQLite file: a correct server must pass every check.
 
+use rinha_api::routes::reset::ResetAccess;
 use rinha_api::{config::Config, startup::Application};
 use tempfile::TempDir;
 
@@ -18,6 +19,11 @@ struct RealApi {
 }
 
 async fn spawn_real_api() -> RealApi {
+    spawn_real_api_with(ResetAccess::Open).await
+}
+
+/// The same, with `/reset` open to whom `reset` says.
+async fn spawn_real_api_with(reset: ResetAccess) -> RealApi {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let config = Config {
         host: "127.0.0.1".into(),
@@ -27,6 +33,7 @@ async fn spawn_real_api() -> RealApi {
             ..rinha_api::db::DatabaseSettings::default()
         },
         workers: 2,
+        reset,
         ..Config::default()
     };
     let app = Application::build(config).await.expect("the API starts");
@@ -126,4 +133,33 @@ async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request
     assert!(html.contains("Validation phase"), "{html}");
     assert!(html.contains("PASSED: 155 checks, 0 failed"), "{html}");
     check_page(&page, 6, &[[0x2e, 0x9e, 0x4f], [0x7b, 0x3f, 0xb5]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_deployment_with_a_reset_token_the_tester_resets_only_with_it() {
+    let api = spawn_real_api_with(ResetAccess::Token("t0ken-for-the-tester".into())).await;
+    let without = load_test(&[&api.url, "-n", "20", "--reset"]).await;
+    without.assert_exit(2);
+    assert!(
+        without.stderr.contains("403") && without.stderr.contains("--reset-token"),
+        "says the deployment wants a token: {}",
+        without.stderr
+    );
+    let wrong = load_test(&[&api.url, "-n", "20", "--reset", "--reset-token", "nope"]).await;
+    wrong.assert_exit(2);
+    assert!(
+        wrong.stderr.contains("is not the deployment's"),
+        "{}",
+        wrong.stderr
+    );
+    let with = load_test(&[
+        &api.url,
+        "-n",
+        "20",
+        "--reset",
+        "--reset-token",
+        "t0ken-for-the-tester",
+    ])
+    .await;
+    with.assert_exit(0);
 }
