@@ -37,6 +37,8 @@ pub(crate) struct Stack {
     pub(crate) prometheus_port: Option<u16>,
     /// `sqlite` or `postgres` (`STACK_DATABASE`).
     pub(crate) database: &'static str,
+    /// The SQLite file when it is not `dir/rinha.db` (`STACK_SQLITE_FILE`).
+    pub(crate) sqlite_file: Option<PathBuf>,
     pub(crate) address: String,
     pub(crate) http: Client,
 }
@@ -59,21 +61,32 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     pub(crate) fn up_with(upstream: &'static str) -> Self {
-        Self::start(upstream, "sqlite", None)
+        Self::start(upstream, "sqlite", None, None)
+    }
+
+    /// The stack with its SQLite file at `file` (`STACK_SQLITE_FILE`), e.g. on a file system of
+    /// the test's own.
+    pub(crate) fn up_with_database_at(file: &Path) -> Self {
+        Self::start("unix", "sqlite", None, Some(file.to_owned()))
     }
 
     /// The stack with Prometheus (and nginx's exporter) scraping it every second
     /// (`STACK_OBSERVABILITY=1`).
     pub(crate) fn up_observed() -> Self {
-        Self::start("unix", "sqlite", Some(free_port()))
+        Self::start("unix", "sqlite", Some(free_port()), None)
     }
 
     /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
     pub(crate) fn up_on(upstream: &'static str, database: &'static str) -> Self {
-        Self::start(upstream, database, None)
+        Self::start(upstream, database, None, None)
     }
 
-    fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
+    fn start(
+        upstream: &'static str,
+        database: &'static str,
+        prometheus_port: Option<u16>,
+        sqlite_file: Option<PathBuf>,
+    ) -> Self {
         let port = free_port();
         let stack = Self {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -83,6 +96,7 @@ impl Stack {
             status_port: free_port(),
             prometheus_port,
             database,
+            sqlite_file,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -105,6 +119,9 @@ impl Stack {
                 .env("STACK_PROMETHEUS_PORT", prometheus.to_string())
                 .env("STACK_NGINX_EXPORTER_PORT", free_port().to_string())
                 .env("STACK_SCRAPE_INTERVAL", "1s");
+        }
+        if let Some(file) = &self.sqlite_file {
+            script.env("STACK_SQLITE_FILE", file);
         }
         script
             .arg(command)
@@ -136,7 +153,9 @@ impl Stack {
     }
 
     pub(crate) fn db_path(&self) -> PathBuf {
-        self.dir.path().join("rinha.db")
+        self.sqlite_file
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("rinha.db"))
     }
 
     pub(crate) fn nginx_errors(&self) -> String {
@@ -371,6 +390,8 @@ pub(crate) struct Sent {
     /// For a transaction: client, signed amount and its unique `descricao`; None for a statement.
     pub(crate) transaction: Option<(i64, i64, String)>,
     pub(crate) seen: Seen,
+    /// The body of an answer other than 200 (what an error said).
+    pub(crate) error_body: Option<String>,
 }
 
 /// Runs `tasks` concurrent loops of mixed requests through nginx until `until` (measured from
@@ -383,9 +404,22 @@ pub(crate) async fn mixed_load(
     start: Instant,
     until: Duration,
 ) -> Vec<Sent> {
-    let http = http_client();
+    mixed_load_on(&http_client(), address, 0..tasks, per_task, start, until).await
+}
+
+/// [`mixed_load`] through `http` (e.g. a client that opens a new connection per request), with
+/// the tasks numbered `tasks`: each task's `descricao`s carry its number, so two loads running at
+/// once take distinct ranges.
+pub(crate) async fn mixed_load_on(
+    http: &Client,
+    address: &str,
+    tasks: std::ops::Range<usize>,
+    per_task: usize,
+    start: Instant,
+    until: Duration,
+) -> Vec<Sent> {
     let address = Arc::<str>::from(address);
-    let handles: Vec<_> = (0..tasks)
+    let handles: Vec<_> = tasks
         .map(|task| {
             let (http, address) = (http.clone(), address.clone());
             tokio::spawn(async move {
@@ -409,20 +443,24 @@ pub(crate) async fn mixed_load(
                         let request = http.post(url).json(&body(valor, tipo, &descricao));
                         (request, Some((client, signed, descricao)))
                     };
-                    let seen = match request.send().await {
+                    let (seen, error_body) = match request.send().await {
                         Ok(response) => {
                             let status = response.status();
                             // Read the body so the connection can be reused.
-                            let _ = response.bytes().await;
-                            Seen::Status(status)
+                            let body = response.text().await.unwrap_or_default();
+                            (
+                                Seen::Status(status),
+                                (status != StatusCode::OK).then_some(body),
+                            )
                         }
-                        Err(err) => Seen::Transport(err.to_string()),
+                        Err(err) => (Seen::Transport(err.to_string()), None),
                     };
                     sent.push(Sent {
                         started,
                         finished: start.elapsed(),
                         transaction,
                         seen,
+                        error_body,
                     });
                 }
                 sent
