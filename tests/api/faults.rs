@@ -587,19 +587,38 @@ async fn reloading_nginx_under_load_fails_no_request_on_a_new_connection() {
 
 /// SIGTERM to api01 under load: each write in flight is either answered 200 and committed, or not
 /// committed, whatever its answer. Stricter than the audit: no error answer hides an applied
-/// write.
+/// write. So that writes are surely in flight at the signal, the test holds SQLite's write lock
+/// from its own connection around it: both instances' writes queue behind it, and api01's queued
+/// ones must be committed and answered 200 once the lock is free, before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_an_instance_under_load_applies_no_write_it_did_not_answer_200() {
     let stack = Stack::up();
     let victim = stack.pid("api01");
-    let (tasks, stop_at_, load_until) = (8, Duration::from_secs(1), Duration::from_secs(4));
+    let (tasks, signal_at, load_until) = (8, Duration::from_secs(1), Duration::from_secs(4));
+    let (queue_for, held_after) = (Duration::from_millis(200), Duration::from_millis(300));
 
     let start = Instant::now();
     let load = mixed_load(&stack.address, tasks, 100_000, start, load_until);
     let fault = async {
-        tokio::time::sleep(stop_at_).await;
+        tokio::time::sleep(signal_at - queue_for).await;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(stack.db_path())
+            .busy_timeout(Duration::from_secs(5));
+        let mut lock = sqlx::ConnectOptions::connect(&options)
+            .await
+            .expect("open the database");
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut lock)
+            .await
+            .expect("take the write lock");
+        tokio::time::sleep(queue_for).await;
         signal(victim, "TERM");
         let signalled_at = start.elapsed();
+        tokio::time::sleep(held_after).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut lock)
+            .await
+            .expect("release the write lock");
         while alive(victim) && start.elapsed() < signalled_at + Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
