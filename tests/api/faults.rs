@@ -36,7 +36,7 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Whether `answer` is a definite outcome: 200 (applied) or 422 (refused, not applied).
+/// Whether `request` got a definite outcome: 200 (applied) or 422 (refused, not applied).
 fn definite(request: &Sent) -> bool {
     matches!(
         request.seen,
@@ -49,20 +49,19 @@ fn first_ten(lines: &[String]) -> &[String] {
     &lines[..lines.len().min(10)]
 }
 
+/// One request in a line, for a failure message.
+fn describe(request: &Sent) -> String {
+    format!(
+        "{:?} at {:?}..{:?}: {:?} {:?}",
+        request.transaction, request.started, request.finished, request.seen, request.error_body
+    )
+}
+
 /// The requests that got anything but a definite answer, one line each, for a failure message.
 fn failures(sent: &[Sent]) -> Vec<String> {
     sent.iter()
         .filter(|request| !definite(request))
-        .map(|request| {
-            format!(
-                "{:?} at {:?}..{:?}: {:?} {:?}",
-                request.transaction,
-                request.started,
-                request.finished,
-                request.seen,
-                request.error_body
-            )
-        })
+        .map(describe)
         .collect()
 }
 
@@ -224,18 +223,18 @@ async fn a_full_disk_refuses_writes_with_503_and_the_stack_recovers_when_space_r
     );
 
     // Every answer is definite or a 503 saying the storage is full; a statement always answers.
-    let other: Vec<String> = failures(&sent)
-        .into_iter()
-        .zip(sent.iter().filter(|request| !definite(request)))
-        .filter(|(_, request)| {
-            !(request.transaction.is_some()
-                && matches!(request.seen, Seen::Status(StatusCode::SERVICE_UNAVAILABLE))
-                && request
-                    .error_body
-                    .as_deref()
-                    .is_some_and(|body| body.contains("storage is full")))
-        })
-        .map(|(line, _)| line)
+    let storage_full = |request: &Sent| {
+        request.transaction.is_some()
+            && matches!(request.seen, Seen::Status(StatusCode::SERVICE_UNAVAILABLE))
+            && request
+                .error_body
+                .as_deref()
+                .is_some_and(|body| body.contains("storage is full"))
+    };
+    let other: Vec<String> = sent
+        .iter()
+        .filter(|request| !definite(request) && !storage_full(request))
+        .map(describe)
         .collect();
     assert!(
         other.is_empty(),
@@ -280,19 +279,25 @@ async fn a_full_disk_refuses_writes_with_503_and_the_stack_recovers_when_space_r
     assert_eq!(warned, full.len(), "one warning per refused write");
     assert!(!logs.contains("request failed"), "{logs}");
 
-    // The checkpoints met the full disk too, and recover by themselves: once writes have gone
-    // on a little, both instances' checkpoints succeed again and find the WAL started over.
-    let failed_checkpoints =
-        |samples: &Samples| samples.value("rinha_checkpoint_failures_total", &[]);
-    let mut during = [0.0; 2];
-    for (instance, failures) in during.iter_mut().enumerate() {
-        *failures = failed_checkpoints(&instance_metrics(&stack, instance).await);
+    // The checkpoints met the full disk too, and recover by themselves: with writes going on a
+    // little, both instances' checkpoints succeed again (and fail no more) and find the WAL
+    // started over. A checkpoint's duration is recorded whether it succeeds or fails.
+    let checkpoints = |samples: &Samples| {
+        let failed = samples.value("rinha_checkpoint_failures_total", &[]);
+        let all = samples.value("rinha_checkpoint_duration_seconds_count", &[]);
+        (failed, all - failed)
+    };
+    let mut at_end = [(0.0, 0.0); 2];
+    for (instance, counts) in at_end.iter_mut().enumerate() {
+        *counts = checkpoints(&instance_metrics(&stack, instance).await);
     }
     let waited = Instant::now();
-    let mut wal_frames = [f64::MAX; 2];
+    let (mut later, mut wal_frames) = (at_end, [f64::MAX; 2]);
     let mut round = 0;
-    while wal_frames.iter().any(|&frames| frames > 100.0)
-        && waited.elapsed() < Duration::from_secs(10)
+    // At least two checkpoint intervals (1 s each), so that each instance's task runs twice.
+    while waited.elapsed() < Duration::from_millis(2500)
+        || (wal_frames.iter().any(|&frames| frames > 100.0)
+            && waited.elapsed() < Duration::from_secs(10))
     {
         round += 1;
         let answer = stack
@@ -300,26 +305,34 @@ async fn a_full_disk_refuses_writes_with_503_and_the_stack_recovers_when_space_r
             .await;
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for (instance, frames) in wal_frames.iter_mut().enumerate() {
-            *frames = instance_metrics(&stack, instance)
-                .await
-                .value("rinha_wal_frames", &[]);
+        for instance in 0..2 {
+            let samples = instance_metrics(&stack, instance).await;
+            later[instance] = checkpoints(&samples);
+            wal_frames[instance] = samples.value("rinha_wal_frames", &[]);
         }
     }
-    let mut after = [0.0; 2];
-    for (instance, failures) in after.iter_mut().enumerate() {
-        *failures = failed_checkpoints(&instance_metrics(&stack, instance).await);
-    }
     eprintln!(
-        "failed checkpoints per instance when the load ended {during:?}, {:?} later {after:?}; \
-         WAL frames after the last checkpoints {wal_frames:?}",
+        "checkpoints per instance (failed, succeeded) when the load ended {at_end:?}, {:?} \
+         later {later:?}; WAL frames after the last checkpoints {wal_frames:?}",
         waited.elapsed()
     );
     assert!(
-        during.iter().sum::<f64>() > 0.0,
+        at_end.iter().any(|&(failed, _)| failed > 0.0),
         "no checkpoint met the full disk"
     );
-    assert_eq!(during, after, "checkpoints still fail with space back");
+    for instance in 0..2 {
+        assert_eq!(
+            later[instance].0,
+            at_end[instance].0,
+            "api0{}: checkpoints still fail with space back",
+            instance + 1
+        );
+        assert!(
+            later[instance].1 > at_end[instance].1,
+            "api0{}: no checkpoint succeeded with space back",
+            instance + 1
+        );
+    }
     assert!(
         wal_frames.iter().all(|&frames| frames <= 100.0),
         "the WAL did not start over: {wal_frames:?} frames"
