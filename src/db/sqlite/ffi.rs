@@ -517,6 +517,32 @@ mod tests {
         assert_eq!(err.code, ffi::SQLITE_MISUSE);
     }
 
+    /// "unable to open database file" says nothing of why: the failure carries the OS's error.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_that_cannot_be_opened_names_the_operating_system_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let directory = dir.path().join("directory.db");
+        std::fs::create_dir(&directory).expect("a directory");
+        for (path, errno) in [
+            (directory, libc::EISDIR),
+            (dir.path().join("missing/x.db"), libc::ENOENT),
+        ] {
+            let failure = Connection::open(&path)
+                .and_then(|mut connection| connection.execute("PRAGMA user_version"))
+                .expect_err("cannot open it");
+            assert_eq!(failure.code & 0xff, ffi::SQLITE_CANTOPEN, "{failure}");
+            assert_eq!(failure.os_error, Some(errno), "{failure}");
+            assert!(
+                failure
+                    .to_string()
+                    .contains(&std::io::Error::from_raw_os_error(errno).to_string()),
+                "{failure}"
+            );
+            assert!(!failure.is_full());
+        }
+    }
+
     #[test]
     fn the_wal_hook_sees_every_commit_and_stops_the_auto_checkpoint() {
         use std::sync::Arc;
