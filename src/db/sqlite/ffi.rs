@@ -46,7 +46,7 @@ impl SqliteFailure {
     }
 
     /// Whether the file system holding the database is full: `SQLITE_FULL`, or an I/O error
-    /// whose system call failed with `ENOSPC` (growing the shared-memory file, for one).
+    /// whose system call failed with `ENOSPC` (how SQLite reports some of its writes failing).
     pub fn is_full(&self) -> bool {
         let no_space = |errno| {
             std::io::Error::from_raw_os_error(errno).kind() == std::io::ErrorKind::StorageFull

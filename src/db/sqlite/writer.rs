@@ -24,7 +24,8 @@
 //!   of it was written) and each of its jobs is applied again in a transaction of its own, so
 //!   one bad job fails only itself; a batch that found the lock busy for the whole busy timeout
 //!   fails every job with [`WriteError::Busy`] instead, since retrying would wait again, and so
-//!   does one that failed because the disk is full (`SQLITE_FULL`), since it would fail again;
+//!   does one that failed because the disk is full (`SQLITE_FULL`), since each of its jobs
+//!   would fail the same way;
 //! - once [`Writer::close`] has begun, no job is taken ([`WriteError::Stopping`]); the queued
 //!   ones are committed and answered first;
 //! - a process killed mid-batch loses the batch's uncommitted jobs, none of which was answered.
