@@ -4,7 +4,9 @@
 //! Client mistakes (4xx) are answered with `{"error": "..."}` saying what was wrong and are not
 //! logged: under load they are routine (a refused debit is a 422). Server failures (5xx) are logged
 //! once, here, with their cause, and the client gets a generic message; a request refused because
-//! the instance is stopping (503) is expected during a restart and not logged.
+//! the instance is stopping (503) is expected during a restart and not logged; a write refused
+//! because the database's disk is full (503) is logged as a warning: the operator's to fix, not a
+//! fault of the service.
 
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
@@ -77,9 +79,9 @@ impl ResponseError for ApiError {
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::Storage(StorageError::Busy(_) | StorageError::Stopping) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Storage(
+                StorageError::Busy(_) | StorageError::Stopping | StorageError::Full(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(StorageError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +92,10 @@ impl ResponseError for ApiError {
             // Expected while an instance stops (a rolling restart): not worth an error line each.
             ApiError::Storage(StorageError::Stopping) => {
                 "the instance is stopping; retry".to_owned()
+            }
+            ApiError::Storage(StorageError::Full(cause)) => {
+                tracing::warn!(%cause, "a write was refused: the database's storage is full");
+                "the database's storage is full; nothing was written, retry later".to_owned()
             }
             _ if status.is_server_error() => {
                 tracing::error!(error = %self, cause = ?std::error::Error::source(self), "request failed");

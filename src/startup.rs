@@ -65,8 +65,12 @@ impl std::fmt::Debug for Application {
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot open the database: {0}")]
-    Database(#[from] StorageError),
+    #[error("cannot open the database {database}: {source}")]
+    Database {
+        /// The database's URL, password hidden: which file or server it is.
+        database: String,
+        source: StorageError,
+    },
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: io::Error },
 }
@@ -107,7 +111,12 @@ impl Application {
             }
             None => None,
         };
-        let db = Database::connect(&config.database, metrics.storage()).await?;
+        let db = Database::connect(&config.database, metrics.storage())
+            .await
+            .map_err(|source| StartupError::Database {
+                database: config.database.redacted_url(),
+                source,
+            })?;
         let server = serve(
             Listeners {
                 tcp: listener,

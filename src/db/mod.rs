@@ -121,6 +121,10 @@ pub enum StorageError {
     /// The instance is stopping and takes no more work. Worth retrying on another instance.
     #[error("the instance is stopping")]
     Stopping,
+    /// The file system holding the database is full: the write was rolled back, nothing of it
+    /// stored. Worth retrying once space is freed; reads still work.
+    #[error("the database's storage is full: {0}")]
+    Full(#[source] BoxError),
     #[error(transparent)]
     Other(BoxError),
 }

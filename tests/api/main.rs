@@ -6,6 +6,7 @@ mod access;
 mod batches;
 mod contract;
 mod deployment;
+mod faults;
 mod fuzz_regressions;
 mod helpers;
 mod metrics;

@@ -39,6 +39,8 @@ pub(crate) struct Stack {
     pub(crate) database: &'static str,
     /// More settings for the instances (and the script), e.g. `RESET_TOKEN`.
     pub(crate) env: Vec<(&'static str, String)>,
+    /// The SQLite file when it is not `dir/rinha.db` (`STACK_SQLITE_FILE`).
+    pub(crate) sqlite_file: Option<PathBuf>,
     pub(crate) address: String,
     pub(crate) http: Client,
 }
@@ -61,33 +63,45 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     pub(crate) fn up_with(upstream: &'static str) -> Self {
-        Self::start(upstream, "sqlite", None)
+        Self::start(upstream, "sqlite", None, None)
+    }
+
+    /// The stack with its SQLite file at `file` (`STACK_SQLITE_FILE`), e.g. on a file system of
+    /// the test's own.
+    pub(crate) fn up_with_database_at(file: &Path) -> Self {
+        Self::start("unix", "sqlite", None, Some(file.to_owned()))
     }
 
     /// The stack with Prometheus (and nginx's exporter) scraping it every second
     /// (`STACK_OBSERVABILITY=1`).
     pub(crate) fn up_observed() -> Self {
-        Self::start("unix", "sqlite", Some(free_port()))
+        Self::start("unix", "sqlite", Some(free_port()), None)
     }
 
     /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
     pub(crate) fn up_on(upstream: &'static str, database: &'static str) -> Self {
-        Self::start(upstream, database, None)
-    }
-
-    fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
-        Self::start_with(upstream, database, prometheus_port, Vec::new())
+        Self::start(upstream, database, None, None)
     }
 
     /// The default stack with `env` added to the instances' settings.
     pub(crate) fn up_with_env(env: Vec<(&'static str, String)>) -> Self {
-        Self::start_with("unix", "sqlite", None, env)
+        Self::start_with("unix", "sqlite", None, None, env)
+    }
+
+    fn start(
+        upstream: &'static str,
+        database: &'static str,
+        prometheus_port: Option<u16>,
+        sqlite_file: Option<PathBuf>,
+    ) -> Self {
+        Self::start_with(upstream, database, prometheus_port, sqlite_file, Vec::new())
     }
 
     fn start_with(
         upstream: &'static str,
         database: &'static str,
         prometheus_port: Option<u16>,
+        sqlite_file: Option<PathBuf>,
         env: Vec<(&'static str, String)>,
     ) -> Self {
         let port = free_port();
@@ -100,6 +114,7 @@ impl Stack {
             prometheus_port,
             database,
             env,
+            sqlite_file,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         };
@@ -124,6 +139,9 @@ impl Stack {
                 .env("STACK_SCRAPE_INTERVAL", "1s");
         }
         script.envs(self.env.iter().map(|(name, value)| (name, value)));
+        if let Some(file) = &self.sqlite_file {
+            script.env("STACK_SQLITE_FILE", file);
+        }
         script
             .arg(command)
             .env("STACK_STATUS_PORT", self.status_port.to_string())
@@ -154,7 +172,9 @@ impl Stack {
     }
 
     pub(crate) fn db_path(&self) -> PathBuf {
-        self.dir.path().join("rinha.db")
+        self.sqlite_file
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("rinha.db"))
     }
 
     pub(crate) fn nginx_errors(&self) -> String {
@@ -431,6 +451,8 @@ pub(crate) struct Sent {
     /// For a transaction: client, signed amount and its unique `descricao`; None for a statement.
     pub(crate) transaction: Option<(i64, i64, String)>,
     pub(crate) seen: Seen,
+    /// The body of an answer other than 200 (what an error said).
+    pub(crate) error_body: Option<String>,
 }
 
 /// Runs `tasks` concurrent loops of mixed requests through nginx until `until` (measured from
@@ -443,9 +465,22 @@ pub(crate) async fn mixed_load(
     start: Instant,
     until: Duration,
 ) -> Vec<Sent> {
-    let http = http_client();
+    mixed_load_on(&http_client(), address, 0..tasks, per_task, start, until).await
+}
+
+/// [`mixed_load`] through `http` (e.g. a client that opens a new connection per request), with
+/// the tasks numbered `tasks`: each task's `descricao`s carry its number, so two loads running at
+/// once take distinct ranges.
+pub(crate) async fn mixed_load_on(
+    http: &Client,
+    address: &str,
+    tasks: std::ops::Range<usize>,
+    per_task: usize,
+    start: Instant,
+    until: Duration,
+) -> Vec<Sent> {
     let address = Arc::<str>::from(address);
-    let handles: Vec<_> = (0..tasks)
+    let handles: Vec<_> = tasks
         .map(|task| {
             let (http, address) = (http.clone(), address.clone());
             tokio::spawn(async move {
@@ -469,20 +504,24 @@ pub(crate) async fn mixed_load(
                         let request = http.post(url).json(&body(valor, tipo, &descricao));
                         (request, Some((client, signed, descricao)))
                     };
-                    let seen = match request.send().await {
+                    let (seen, error_body) = match request.send().await {
                         Ok(response) => {
                             let status = response.status();
                             // Read the body so the connection can be reused.
-                            let _ = response.bytes().await;
-                            Seen::Status(status)
+                            let body = response.text().await.unwrap_or_default();
+                            (
+                                Seen::Status(status),
+                                (status != StatusCode::OK).then_some(body),
+                            )
                         }
-                        Err(err) => Seen::Transport(err.to_string()),
+                        Err(err) => (Seen::Transport(err.to_string()), None),
                     };
                     sent.push(Sent {
                         started,
                         finished: start.elapsed(),
                         transaction,
                         seen,
+                        error_body,
                     });
                 }
                 sent

@@ -27,12 +27,16 @@ use sqlx::SqliteConnection;
 
 use super::busy;
 
-/// A failed SQLite call: its extended result code and SQLite's message.
+/// A failed SQLite call: its extended result code, SQLite's message, and for a file that could
+/// not be opened, read or written, the operating system's error behind it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SQLite error {code}: {message}")]
+#[error("SQLite error {code}: {message}{}", os_cause(*.os_error))]
 pub struct SqliteFailure {
     pub code: c_int,
     pub message: String,
+    /// The `errno` of the failed system call (`sqlite3_system_errno`), for `SQLITE_CANTOPEN` and
+    /// `SQLITE_IOERR`: "unable to open database file" alone does not say why.
+    pub os_error: Option<c_int>,
 }
 
 impl SqliteFailure {
@@ -41,10 +45,21 @@ impl SqliteFailure {
         is_busy_code(self.code)
     }
 
+    /// Whether the file system holding the database is full: `SQLITE_FULL`, or an I/O error
+    /// whose system call failed with `ENOSPC` (how SQLite reports some of its writes failing).
+    pub fn is_full(&self) -> bool {
+        let no_space = |errno| {
+            std::io::Error::from_raw_os_error(errno).kind() == std::io::ErrorKind::StorageFull
+        };
+        is_full_code(self.code)
+            || (self.code & 0xff == ffi::SQLITE_IOERR && self.os_error.is_some_and(no_space))
+    }
+
     fn misuse(message: &str) -> Self {
         Self {
             code: ffi::SQLITE_MISUSE,
             message: message.to_owned(),
+            os_error: None,
         }
     }
 
@@ -54,13 +69,27 @@ impl SqliteFailure {
         Self {
             code,
             message: message.to_string_lossy().into_owned(),
+            os_error: None,
         }
     }
+}
+
+/// `" (<the OS's words> (os error N))"` for a failure with an `errno`, else nothing.
+fn os_cause(os_error: Option<c_int>) -> String {
+    os_error.map_or_else(String::new, |errno| {
+        format!(" ({})", std::io::Error::from_raw_os_error(errno))
+    })
 }
 
 /// Whether a (possibly extended) SQLite result code is `SQLITE_BUSY`.
 pub fn is_busy_code(code: c_int) -> bool {
     code & 0xff == ffi::SQLITE_BUSY
+}
+
+/// Whether a (possibly extended) SQLite result code is `SQLITE_FULL`: a write needed space the
+/// file system does not have.
+pub fn is_full_code(code: c_int) -> bool {
+    code & 0xff == ffi::SQLITE_FULL
 }
 
 /// Tells connections apart, so a [`Prepared`] key is only ever used on its own connection.
@@ -318,15 +347,20 @@ fn check(handle: NonNull<ffi::sqlite3>, rc: c_int) -> Result<(), SqliteFailure> 
     }
     // SAFETY: the handle is open; the message stays valid until the next call on it, and is
     // copied at once.
-    let (code, message) = unsafe {
+    let (code, message, errno) = unsafe {
         (
             ffi::sqlite3_extended_errcode(handle.as_ptr()),
             CStr::from_ptr(ffi::sqlite3_errmsg(handle.as_ptr())),
+            ffi::sqlite3_system_errno(handle.as_ptr()),
         )
     };
+    let code = if code == ffi::SQLITE_OK { rc } else { code };
+    // SQLite records the errno only for these two; for any other code it is a stale one.
+    let file_error = matches!(code & 0xff, ffi::SQLITE_CANTOPEN | ffi::SQLITE_IOERR);
     Err(SqliteFailure {
-        code: if code == ffi::SQLITE_OK { rc } else { code },
+        code,
         message: message.to_string_lossy().into_owned(),
+        os_error: (file_error && errno != 0).then_some(errno),
     })
 }
 
@@ -481,6 +515,32 @@ mod tests {
             .query(select)
             .expect_err("refused on another connection");
         assert_eq!(err.code, ffi::SQLITE_MISUSE);
+    }
+
+    /// "unable to open database file" says nothing of why: the failure carries the OS's error.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_that_cannot_be_opened_names_the_operating_system_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let directory = dir.path().join("directory.db");
+        std::fs::create_dir(&directory).expect("a directory");
+        for (path, errno) in [
+            (directory, libc::EISDIR),
+            (dir.path().join("missing/x.db"), libc::ENOENT),
+        ] {
+            let failure = Connection::open(&path)
+                .and_then(|mut connection| connection.execute("PRAGMA user_version"))
+                .expect_err("cannot open it");
+            assert_eq!(failure.code & 0xff, ffi::SQLITE_CANTOPEN, "{failure}");
+            assert_eq!(failure.os_error, Some(errno), "{failure}");
+            assert!(
+                failure
+                    .to_string()
+                    .contains(&std::io::Error::from_raw_os_error(errno).to_string()),
+                "{failure}"
+            );
+            assert!(!failure.is_full());
+        }
     }
 
     #[test]

@@ -67,6 +67,22 @@ pub enum SqliteError {
 }
 
 impl SqliteError {
+    /// Whether the file system holding the database is full (`SQLITE_FULL`, or an I/O error
+    /// from `ENOSPC`).
+    fn is_full(&self) -> bool {
+        match self {
+            SqliteError::Open(failure) | SqliteError::Write(WriteError::Sqlite(failure)) => {
+                failure.is_full()
+            }
+            SqliteError::Write(_) | SqliteError::Broken(_) => false,
+            SqliteError::Read(err) => err
+                .as_database_error()
+                .and_then(|db| db.code())
+                .and_then(|code| code.parse().ok())
+                .is_some_and(ffi::is_full_code),
+        }
+    }
+
     /// Whether another connection held a lock for longer than the busy timeout.
     fn is_busy(&self) -> bool {
         match self {
@@ -92,6 +108,7 @@ impl From<SqliteError> for StorageError {
             SqliteError::Write(WriteError::Stopping)
             | SqliteError::Read(sqlx::Error::PoolClosed) => StorageError::Stopping,
             err if err.is_busy() => StorageError::Busy(err.into()),
+            err if err.is_full() => StorageError::Full(err.into()),
             err => StorageError::Other(err.into()),
         }
     }

@@ -23,7 +23,9 @@
 //! - if any statement of a batch fails, or its `COMMIT` does, the batch is rolled back (nothing
 //!   of it was written) and each of its jobs is applied again in a transaction of its own, so
 //!   one bad job fails only itself; a batch that found the lock busy for the whole busy timeout
-//!   fails every job with [`WriteError::Busy`] instead, since retrying would wait again;
+//!   fails every job with [`WriteError::Busy`] instead, since retrying would wait again, and so
+//!   does one that failed because the disk is full (`SQLITE_FULL`), since each of its jobs
+//!   would fail the same way;
 //! - once [`Writer::close`] has begun, no job is taken ([`WriteError::Stopping`]); the queued
 //!   ones are committed and answered first;
 //! - a process killed mid-batch loses the batch's uncommitted jobs, none of which was answered.
@@ -466,7 +468,8 @@ impl Shared {
 fn is_final(error: &WriteError) -> bool {
     match error {
         WriteError::Busy(_) | WriteError::Stopping => true,
-        WriteError::Sqlite(failure) => failure.is_busy(),
+        // A full disk fails each job alone just as it failed the batch.
+        WriteError::Sqlite(failure) => failure.is_busy() || failure.is_full(),
         WriteError::Broken(_) => false,
     }
 }
