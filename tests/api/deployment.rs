@@ -530,9 +530,24 @@ fn nginx_conf_keeps_upstream_connections_alive_and_never_replays_a_post() {
         .collect();
     assert_eq!(
         listens,
-        ["9999", "8080"],
-        "the public port, then stub_status's"
+        ["9999", "9443", "8080"],
+        "the public port, its TLS twin, then stub_status's"
     );
+    // The TLS port: HTTP/2 offered by ALPN, only protocol versions without known weaknesses, and
+    // resumption, so a returning client skips the costly part of the handshake.
+    let server = ["http", "server"];
+    let tls_listen = conf
+        .find(&server, "listen")
+        .into_iter()
+        .find(|args| args[0] == "9443")
+        .expect("listen 9443");
+    assert!(
+        tls_listen.contains(&"ssl".to_owned()) && tls_listen.contains(&"http2".to_owned()),
+        "{tls_listen:?}"
+    );
+    assert_eq!(conf.one(&server, "ssl_protocols"), ["TLSv1.2", "TLSv1.3"]);
+    assert!(conf.one(&server, "ssl_session_cache")[0].starts_with("shared:"));
+    assert_eq!(conf.one(&server, "ssl_session_tickets"), ["off"]);
     assert_eq!(
         conf.find(
             &["http", "server", "location = /stub_status"],
@@ -667,10 +682,24 @@ fn check_derived_config(upstream: &str) {
         listens,
         [
             format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{}", port + 6),
             format!("127.0.0.1:{}", port + 3)
         ],
-        "the public port and stub_status's (STACK_PORT+3), on loopback only"
+        "the public port, the TLS port (STACK_PORT+6) and stub_status's (STACK_PORT+3), on \
+         loopback only"
     );
+    // With no STACK_TLS_CERT / STACK_TLS_KEY, the self-signed pair made in STACK_DIR/tls.
+    for (directive, file) in [
+        ("ssl_certificate", "cert.pem"),
+        ("ssl_certificate_key", "key.pem"),
+    ] {
+        let path = dir.path().join("tls").join(file);
+        assert_eq!(
+            conf.one(&["http", "server"], directive),
+            [path.display().to_string()]
+        );
+        assert!(path.is_file(), "{} was made", path.display());
+    }
     let servers = upstream_servers(&conf);
     let expected = if upstream == "tcp" {
         [format!("127.0.0.1:{api01}"), format!("127.0.0.1:{api02}")]

@@ -15,3 +15,4 @@ mod overload;
 mod processes;
 mod rules;
 mod stack;
+mod tls;

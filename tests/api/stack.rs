@@ -28,6 +28,8 @@ use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client, store
 pub(crate) struct Stack {
     pub(crate) dir: TempDir,
     pub(crate) port: u16,
+    /// nginx's TLS port, HTTP/1.1 and HTTP/2 (`STACK_TLS_PORT`).
+    pub(crate) tls_port: u16,
     pub(crate) api_ports: [u16; 2],
     /// How nginx reaches the instances: `unix` or `tcp` (`STACK_UPSTREAM`).
     pub(crate) upstream: &'static str,
@@ -104,10 +106,31 @@ impl Stack {
         sqlite_file: Option<PathBuf>,
         env: Vec<(&'static str, String)>,
     ) -> Self {
+        let stack = Self::unstarted(upstream, database, prometheus_port, sqlite_file, env);
+        let up = stack.run("up");
+        assert!(
+            up.status.success(),
+            "scripts/stack up failed (nginx must be installed; CI's .ci/run installs it):\n{}",
+            text(&up)
+        );
+        eprintln!("{}", String::from_utf8_lossy(&up.stdout).trim());
+        stack
+    }
+
+    /// A stack on free ports in a new STACK_DIR that nothing has started yet: `run("up")` starts
+    /// it, and dropping it runs `scripts/stack down` all the same.
+    pub(crate) fn unstarted(
+        upstream: &'static str,
+        database: &'static str,
+        prometheus_port: Option<u16>,
+        sqlite_file: Option<PathBuf>,
+        env: Vec<(&'static str, String)>,
+    ) -> Self {
         let port = free_port();
-        let stack = Self {
+        Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port,
+            tls_port: free_port(),
             api_ports: [free_port(), free_port()],
             upstream,
             status_port: free_port(),
@@ -117,15 +140,7 @@ impl Stack {
             sqlite_file,
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
-        };
-        let up = stack.run("up");
-        assert!(
-            up.status.success(),
-            "scripts/stack up failed (nginx must be installed; CI's .ci/run installs it):\n{}",
-            text(&up)
-        );
-        eprintln!("{}", String::from_utf8_lossy(&up.stdout).trim());
-        stack
+        }
     }
 
     /// Runs `scripts/stack <command>` against this stack.
@@ -147,6 +162,7 @@ impl Stack {
             .env("STACK_STATUS_PORT", self.status_port.to_string())
             .env("STACK_DIR", self.dir.path())
             .env("STACK_PORT", self.port.to_string())
+            .env("STACK_TLS_PORT", self.tls_port.to_string())
             .env(
                 "STACK_API_PORTS",
                 format!("{} {}", self.api_ports[0], self.api_ports[1]),
