@@ -46,6 +46,8 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         ClientOptions {
             timeout: options.timeout.into(),
             keepalive: !options.no_keepalive,
+            http2: options.http2,
+            trust: options.trust(),
         },
     )?);
 
@@ -89,7 +91,9 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         quit_manually: bench_cli.quit_manually,
     };
     let recorder = Recorder::new(options.show_failures, options.sla_latency.into());
+    let before_load = api.transport().snapshot();
     let load = runner::run(Arc::clone(&api), plan, display, recorder).await?;
+    let transport = api.transport().snapshot().since(&before_load);
 
     let end = read_balances(&api).await;
     // With a profile the validation phase has already moved the balances after the reset, so
@@ -110,6 +114,8 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
             target: api.base_url().to_owned(),
             mode,
             keepalive: !options.no_keepalive,
+            protocol: api.protocol(),
+            tls: api.tls(),
             timeout_ms: options.timeout.as_secs_f64() * 1000.0,
             reset: options.resets(),
         },
@@ -118,6 +124,7 @@ pub async fn run(options: Options) -> Result<Outcome, Error> {
         fail_on_regression: bench_cli.fail_on_regression,
         recorder: &load.recorder,
         pacing: load.pacing,
+        transport,
         validation: validation.as_ref(),
         audit,
         sla: options.sla(),

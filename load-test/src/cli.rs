@@ -19,6 +19,7 @@ use crate::{
     report::{Mode, SlaTarget},
     runner::{LoadPlan, LoadShape},
     schedule::Schedule,
+    tls::Trust,
 };
 
 /// Predefined tests.
@@ -81,7 +82,7 @@ const DURATION_HELP: &str = "Stop starting requests after this long (e.g. 30s, 2
         .long_help(None::<&str>)),
 )]
 pub struct Options {
-    /// Base URL of the API under test (plain http)
+    /// Base URL of the API under test: http://, or https:// (TLS; HTTP/2 with --http2)
     #[arg(default_value = DEFAULT_URL)]
     pub url: String,
 
@@ -118,9 +119,24 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub timeout: humantime::Duration,
 
-    /// Open a new connection for every request (as the official Gatling test effectively did)
+    /// Open a new connection for every request (as the official Gatling test effectively did);
+    /// over TLS each makes a full handshake, with no session resumed
     #[arg(long)]
     pub no_keepalive: bool,
+
+    /// Speak HTTP/2 instead of HTTP/1.1: https:// only, where ALPN offers h2 alone, so a server
+    /// without HTTP/2 fails the handshake rather than answer in HTTP/1.1
+    #[arg(long)]
+    pub http2: bool,
+
+    /// Trust only the CA certificates in this PEM file for https:// (e.g. the self-signed stack's
+    /// data/tls/ca.pem) instead of the system's
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Accept any certificate for https://, for any name: encrypted, but not authenticated
+    #[arg(long)]
+    pub insecure: bool,
 
     /// POST /reset before the run, so every balance must start at 0 (implied by --profile)
     #[arg(long)]
@@ -209,6 +225,15 @@ impl Options {
             warmup: bench.warmup,
         };
         Ok((mode, plan))
+    }
+
+    /// Which certificates an https:// target may present, when the options say.
+    pub fn trust(&self) -> Option<Trust> {
+        match (&self.cacert, self.insecure) {
+            (Some(file), _) => Some(Trust::CaFile(file.clone())),
+            (None, true) => Some(Trust::Anyone),
+            (None, false) => None,
+        }
     }
 
     /// Whether `/reset` is posted before the run.
@@ -313,13 +338,14 @@ mod tests {
     #[test]
     fn contradictory_options_are_refused() {
         let url = "http://127.0.0.1:9999";
-        let refused: [&[&str]; 6] = [
+        let refused: [&[&str]; 7] = [
             &[url, "-d", "5s", "--arrival-rate", "10", "-r", "5"], // open and closed at once
             &[url, "--profile", "rinha", "-d", "10s"], // the profile sets its own duration
             &[url, "--profile", "rinha", "--arrival-rate", "5"], // ... and its own rate
             &[url, "--time-scale", "0.5"],             // only meaningful with a profile
             &[url, "-d", "5s", "--ramp-up", "1s"],     // a ramp needs --arrival-rate
             &[url, "--sla-share", "101"],              // not a percentage
+            &[url, "--cacert", "ca.pem", "--insecure"], // trust a CA, or anyone
         ];
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} should be refused");
@@ -423,6 +449,21 @@ mod tests {
         ] {
             assert!(help.contains(&default), "no {default:?} in:\n{help}");
         }
+    }
+
+    #[test]
+    fn tls_options_parse_into_a_trust() {
+        let url = "https://localhost:9443";
+        let options = parse(&[url, "--http2", "--cacert", "data/tls/ca.pem"]).expect("valid");
+        assert!(options.http2);
+        assert_eq!(
+            options.trust(),
+            Some(Trust::CaFile(PathBuf::from("data/tls/ca.pem")))
+        );
+        let options = parse(&[url, "--insecure"]).expect("valid");
+        assert!(!options.http2);
+        assert_eq!(options.trust(), Some(Trust::Anyone));
+        assert_eq!(parse(&[url]).expect("valid").trust(), None);
     }
 
     #[test]

@@ -5,13 +5,21 @@
 //! validation phase, the load and the audit share one definition of a correct answer. The one
 //! decision made here is the connection policy: by default connections are pooled and reused
 //! (keep-alive); `--no-keepalive` keeps no idle connection, so every request opens its own, as
-//! the official Gatling test effectively did.
+//! the official Gatling test effectively did, and over TLS makes a full handshake, since each
+//! request stands for a new client. `https://` targets speak HTTP/1.1 or, with `--http2`,
+//! HTTP/2, each the only protocol offered by ALPN ([`crate::tls`]); every connection opened and
+//! every answer's protocol is counted ([`crate::transport`]).
 
 use std::time::Duration;
 
 use reqwest::header::{CONNECTION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use crate::{contract::ClientId, error::Error};
+use crate::{
+    contract::ClientId,
+    error::Error,
+    tls::{self, TlsOptions, Trust},
+    transport::TransportCounters,
+};
 
 /// A status and body received from the server.
 #[derive(Debug, Clone)]
@@ -41,12 +49,17 @@ impl std::fmt::Display for CallError {
 }
 
 /// How the HTTP client behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Limit for one whole request, connect to last body byte.
     pub timeout: Duration,
     /// Reuse connections between requests.
     pub keepalive: bool,
+    /// Speak HTTP/2 (negotiated by ALPN, so `https://` only) instead of HTTP/1.1.
+    pub http2: bool,
+    /// Which certificates an `https://` target may present; `None`: the system's roots
+    /// (`--cacert` and `--insecure` apply to `https://` only).
+    pub trust: Option<Trust>,
 }
 
 /// The API under test, reached at one base URL.
@@ -54,30 +67,66 @@ pub struct ClientOptions {
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    protocol: &'static str,
+    tls: bool,
+    transport: TransportCounters,
 }
 
 impl Api {
-    /// A client for the API at `base_url` (e.g. `http://127.0.0.1:9999`).
+    /// A client for the API at `base_url` (e.g. `http://127.0.0.1:9999` or
+    /// `https://localhost:9443`).
     pub fn new(base_url: &str, options: ClientOptions) -> Result<Self, Error> {
         let url = reqwest::Url::parse(base_url)
             .map_err(|e| Error::InvalidOptions(format!("target URL {base_url:?}: {e}")))?;
-        if url.scheme() != "http" {
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => {
+                return Err(Error::InvalidOptions(format!(
+                    "target URL {base_url:?}: only http:// and https:// are supported"
+                )));
+            }
+        };
+        if !tls && options.http2 {
             return Err(Error::InvalidOptions(format!(
-                "target URL {base_url:?}: only plain http:// is supported"
+                "--http2 needs an https:// target: HTTP/2 is agreed in the TLS handshake (ALPN),                  and {base_url} is plain http"
             )));
         }
+        if !tls && options.trust.is_some() {
+            return Err(Error::InvalidOptions(format!(
+                "--cacert and --insecure are for https:// targets; {base_url} is plain http"
+            )));
+        }
+        let transport = TransportCounters::default();
         let mut headers = HeaderMap::new();
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             // The target is given explicitly; never route it through a proxy from the environment.
             .no_proxy()
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .connector_layer(transport.layer());
+        builder = if options.http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        };
+        if tls {
+            builder = builder.tls_backend_preconfigured(tls::client_config(&TlsOptions {
+                trust: options.trust.clone().unwrap_or(Trust::System),
+                http2: options.http2,
+                resumption: options.keepalive,
+            })?);
+        }
         if !options.keepalive {
             // No idle connection is kept, so each request dials anew; `Connection: close` also
-            // tells the server not to hold the socket open for a request that will never come.
+            // tells an HTTP/1.1 server not to hold the socket open for a request that will never
+            // come. HTTP/2 has no such header (a connection ends with the client's GOAWAY, sent
+            // when the request's connection is dropped).
             builder = builder.pool_max_idle_per_host(0);
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            if !options.http2 {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         let http = builder
             .default_headers(headers)
@@ -86,12 +135,30 @@ impl Api {
         Ok(Self {
             http,
             base: url.as_str().trim_end_matches('/').to_owned(),
+            protocol: if options.http2 { "HTTP/2" } else { "HTTP/1.1" },
+            tls,
+            transport,
         })
     }
 
     /// The base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The protocol asked for: "HTTP/1.1" or "HTTP/2".
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// Whether the target is `https://`.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Connections opened and answers by protocol, so far.
+    pub fn transport(&self) -> &TransportCounters {
+        &self.transport
     }
 
     /// `POST /clientes/{client}/transacoes` with a JSON body.
@@ -111,12 +178,12 @@ impl Api {
             .post(format!("{}{path}", self.base))
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        Self::answer(request).await
+        self.answer(request).await
     }
 
     /// `GET /clientes/{client}/extrato`.
     pub async fn statement(&self, client: ClientId) -> Result<Answer, CallError> {
-        Self::answer(
+        self.answer(
             self.http
                 .get(format!("{}/clientes/{client}/extrato", self.base)),
         )
@@ -129,11 +196,12 @@ impl Api {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        Self::answer(request).await
+        self.answer(request).await
     }
 
-    async fn answer(request: reqwest::RequestBuilder) -> Result<Answer, CallError> {
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Answer, CallError> {
         let response = request.send().await.map_err(classify)?;
+        self.transport.answered(response.version());
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(classify)?;
         Ok(Answer {

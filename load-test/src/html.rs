@@ -146,6 +146,15 @@ fn write_run(page: &mut String, report: &Report) {
     if let Some(open) = report.open_model_summary() {
         facts.push(("open model", open));
     }
+    facts.push(("transport", report.transport_summary()));
+    facts.push((
+        "connections",
+        format!(
+            "{}; {}",
+            report.connections_summary(),
+            report.protocols_summary()
+        ),
+    ));
     facts.push((titles::SLA, report.sla_summary()));
     facts.push(("audit", pass_fail(report.audit.passed).to_owned()));
     if let Some(summary) = report.validation_summary() {
@@ -561,6 +570,9 @@ mod tests {
         let mut phrases = vec![
             report.target_rate().expect("a target"),
             report.open_model_summary().expect("open"),
+            report.transport_summary(),
+            report.connections_summary(),
+            report.protocols_summary(),
             report.sla_summary(),
             report.failure_count(),
             report.validation_summary().expect("a validation phase"),

@@ -9,7 +9,10 @@
 //! - [`cli`]: the options, rlt's `BenchCli` flattened in, the defaults (the local stack, 14
 //!   workers, 20 s), validated into a load plan.
 //! - [`app`]: one run from setup to verdict.
-//! - [`client`]: the HTTP calls (reqwest), keep-alive or a connection per request.
+//! - [`client`]: the HTTP calls (reqwest), keep-alive or a connection per request, HTTP/1.1 or
+//!   HTTP/2, plain or TLS.
+//! - [`tls`]: the TLS client: trusted certificates, ALPN, session resumption.
+//! - [`transport`]: connections opened and answers by protocol, counted.
 //! - [`contract`]: the clients and limits the contract fixes.
 //! - [`profile`]: `--profile rinha`, the official validation phase and load shape.
 //! - [`mix`]: the 22:11:1 cycle and the random client, amount and description.
@@ -43,6 +46,8 @@ pub mod schedule;
 pub mod series;
 pub mod stats;
 pub mod text;
+pub mod tls;
+pub mod transport;
 pub mod validate;
 
 pub use app::{Outcome, run};

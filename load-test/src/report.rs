@@ -27,6 +27,7 @@ use crate::{
     runner::{LATE_START, Pacing},
     series::{Series, Target},
     stats::{FailureSample, Recorder},
+    transport::TransportSnapshot,
 };
 
 /// How the load was generated.
@@ -59,6 +60,10 @@ pub struct RunSettings {
     pub mode: Mode,
     /// Whether connections were reused.
     pub keepalive: bool,
+    /// The protocol asked for: "HTTP/1.1" or "HTTP/2" (`--http2`).
+    pub protocol: &'static str,
+    /// Whether the target is `https://`.
+    pub tls: bool,
     /// Per-request timeout in milliseconds.
     pub timeout_ms: f64,
     /// Whether `/reset` was posted before the run.
@@ -76,6 +81,8 @@ pub struct Report {
     pub totals: Totals,
     /// Target versus achieved rate.
     pub rate: Pacing,
+    /// Connections opened and the protocol of the answers, during the load.
+    pub connections: Connections,
     /// Per-kind numbers, keyed "debit", "credit", "statement".
     pub kinds: BTreeMap<&'static str, KindReport>,
     /// Requests that were not OK, by reason.
@@ -111,6 +118,22 @@ pub struct Totals {
     pub ok_ratio: f64,
     /// Answers per second over `duration_secs`.
     pub responses_per_sec: f64,
+}
+
+/// Connections opened and the protocol of the answers during the load (its warm-up included;
+/// not the validation phase's nor the audit's requests).
+#[derive(Debug, Clone, Serialize)]
+pub struct Connections {
+    /// Answers by the HTTP version they came in on ("HTTP/1.1", "HTTP/2").
+    pub answers_by_protocol: BTreeMap<String, u64>,
+    /// Connections the client opened; over TLS each is one handshake (a full one with
+    /// `--no-keepalive`, which resumes no session).
+    pub opened: u64,
+    /// `opened` per second of `duration_secs`: over TLS, handshakes per second.
+    pub opened_per_sec: f64,
+    /// Answers per connection opened; `None` when none was, every answer having come on a
+    /// connection already open when the load began (e.g. the validation phase's).
+    pub requests_per_connection: Option<f64>,
 }
 
 /// Numbers for one request kind.
@@ -232,6 +255,8 @@ pub struct Inputs<'a> {
     pub recorder: &'a Recorder,
     /// Rate kept.
     pub pacing: Pacing,
+    /// Connections and protocols over the load.
+    pub transport: TransportSnapshot,
     /// The validation phase, if run.
     pub validation: Option<&'a ValidationPhase>,
     /// The audit.
@@ -262,6 +287,7 @@ impl Report {
             fail_on_regression,
             recorder,
             pacing,
+            transport,
             validation,
             audit,
             sla,
@@ -383,6 +409,17 @@ impl Report {
                 },
             },
             rate: pacing,
+            connections: Connections {
+                answers_by_protocol: transport.answers_by_protocol(),
+                opened: transport.connections,
+                opened_per_sec: if duration_secs > 0.0 {
+                    transport.connections as f64 / duration_secs
+                } else {
+                    0.0
+                },
+                requests_per_connection: (transport.connections > 0)
+                    .then(|| transport.answers() as f64 / transport.connections as f64),
+            },
             kinds,
             failures: Failures {
                 total: recorder.failures(),
@@ -448,6 +485,8 @@ pub mod titles {
     pub const KINDS: &str = "Requests by kind (latency in ms)";
     /// Target and achieved rate.
     pub const RATE: &str = "Rate";
+    /// Connections and protocols.
+    pub const CONNECTIONS: &str = "Connections";
     /// Requests that were not OK.
     pub const FAILURES: &str = "Failures";
     /// Answers that broke the contract.
@@ -601,6 +640,61 @@ impl Report {
         )
     }
 
+    /// "HTTP/2 over TLS, connections reused (keep-alive)".
+    pub fn transport_summary(&self) -> String {
+        let settings = &self.settings;
+        format!(
+            "{} {}, {}",
+            settings.protocol,
+            if settings.tls {
+                "over TLS"
+            } else {
+                "in plain text"
+            },
+            if settings.keepalive {
+                "connections reused (keep-alive)"
+            } else if settings.tls {
+                "a new connection and a full TLS handshake per request"
+            } else {
+                "a new connection per request"
+            }
+        )
+    }
+
+    /// "answers by protocol: HTTP/2 398".
+    pub fn protocols_summary(&self) -> String {
+        let counts: Vec<String> = self
+            .connections
+            .answers_by_protocol
+            .iter()
+            .map(|(protocol, count)| format!("{protocol} {count}"))
+            .collect();
+        if counts.is_empty() {
+            "answers by protocol: none".to_owned()
+        } else {
+            format!("answers by protocol: {}", counts.join(", "))
+        }
+    }
+
+    /// "2 connections opened, 0.50/s (TLS handshakes), 199.00 requests per connection".
+    pub fn connections_summary(&self) -> String {
+        let connections = &self.connections;
+        let per_connection = match connections.requests_per_connection {
+            Some(requests) => format!("{requests:.2} requests per connection"),
+            None => "every answer on a connection open before the load".to_owned(),
+        };
+        format!(
+            "{} connections opened, {:.2}/s{}, {per_connection}",
+            connections.opened,
+            connections.opened_per_sec,
+            if self.settings.tls {
+                " (TLS handshakes)"
+            } else {
+                ""
+            },
+        )
+    }
+
     /// How the open model kept its timetable; `None` for a closed loop.
     pub fn open_model_summary(&self) -> Option<String> {
         self.rate.open_model.as_ref().map(|open| {
@@ -721,6 +815,8 @@ pub(crate) mod tests {
                 target: "http://localhost:9999".into(),
                 mode: Mode::RinhaProfile,
                 keepalive: true,
+                protocol: "HTTP/2",
+                tls: true,
                 timeout_ms: 2000.0,
                 reset: true,
             },
@@ -750,6 +846,12 @@ pub(crate) mod tests {
                     max_in_flight: 1000,
                 }),
                 scheduled_per_second: Vec::new(),
+            },
+            connections: Connections {
+                answers_by_protocol: BTreeMap::from([("HTTP/2".to_owned(), 398)]),
+                opened: 2,
+                opened_per_sec: 0.5,
+                requests_per_connection: Some(199.0),
             },
             kinds: BTreeMap::from([
                 ("debit", kind(300, 298)),
@@ -814,6 +916,26 @@ pub(crate) mod tests {
             Some("100.00/s on average (peak 340.00/s)")
         );
         assert_eq!(report.started(), "400 requests started in 4.00s");
+        assert_eq!(
+            report.transport_summary(),
+            "HTTP/2 over TLS, connections reused (keep-alive)"
+        );
+        assert_eq!(
+            report.protocols_summary(),
+            "answers by protocol: HTTP/2 398"
+        );
+        assert_eq!(
+            report.connections_summary(),
+            "2 connections opened, 0.50/s (TLS handshakes), 199.00 requests per connection"
+        );
+        let mut reused = report.clone();
+        reused.connections.opened = 0;
+        reused.connections.requests_per_connection = None;
+        reused.settings.tls = false;
+        assert_eq!(
+            reused.connections_summary(),
+            "0 connections opened, 0.50/s, every answer on a connection open before the load"
+        );
         assert_eq!(report.failure_count(), "2 of 400 requests (0.50%)");
         assert_eq!(
             report.validation_summary().as_deref(),

@@ -69,6 +69,11 @@ pub fn write(
     writeln!(w)?;
     write_kinds(report, w)?;
     write_rate(report, w)?;
+    writeln!(w, "{}", titles::CONNECTIONS)?;
+    writeln!(w, "  {}", report.transport_summary())?;
+    writeln!(w, "  {}", report.connections_summary())?;
+    writeln!(w, "  {}", report.protocols_summary())?;
+    writeln!(w)?;
     write_failures(report, w)?;
     if let (Some(phase), Some(summary)) = (&report.validation_phase, report.validation_summary()) {
         writeln!(w, "{}", titles::VALIDATION)?;

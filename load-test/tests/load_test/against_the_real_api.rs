@@ -13,12 +13,12 @@ use crate::{
 };
 
 /// A running API; the database directory lives as long as this value.
-struct RealApi {
-    url: String,
+pub(crate) struct RealApi {
+    pub(crate) url: String,
     _directory: TempDir,
 }
 
-async fn spawn_real_api() -> RealApi {
+pub(crate) async fn spawn_real_api() -> RealApi {
     spawn_real_api_with(ResetAccess::Open).await
 }
 
