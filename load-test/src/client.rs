@@ -89,7 +89,8 @@ impl Api {
         };
         if !tls && options.http2 {
             return Err(Error::InvalidOptions(format!(
-                "--http2 needs an https:// target: HTTP/2 is agreed in the TLS handshake (ALPN),                  and {base_url} is plain http"
+                "--http2 needs an https:// target: HTTP/2 is agreed in the TLS handshake (ALPN), \
+                 and {base_url} is plain http"
             )));
         }
         if !tls && options.trust.is_some() {
@@ -97,6 +98,9 @@ impl Api {
                 "--cacert and --insecure are for https:// targets; {base_url} is plain http"
             )));
         }
+        // reqwest builds a TLS configuration even for a plain http:// client, from the process's
+        // crypto provider.
+        tls::install_crypto_provider();
         let transport = TransportCounters::default();
         let mut headers = HeaderMap::new();
         let mut builder = reqwest::Client::builder()
@@ -119,10 +123,10 @@ impl Api {
             })?);
         }
         if !options.keepalive {
-            // No idle connection is kept, so each request dials anew; `Connection: close` also
-            // tells an HTTP/1.1 server not to hold the socket open for a request that will never
-            // come. HTTP/2 has no such header (a connection ends with the client's GOAWAY, sent
-            // when the request's connection is dropped).
+            // No connection goes back to the pool, so each request dials anew, HTTP/2 included
+            // (a connection no request uses is closed). `Connection: close` also tells an
+            // HTTP/1.1 server not to hold the socket open for a request that will never come;
+            // HTTP/2 has no such header.
             builder = builder.pool_max_idle_per_host(0);
             if !options.http2 {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -15,7 +15,7 @@ use rustls::{
         Resumption,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
-    crypto::{WebPkiSupportedAlgorithms, ring},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring},
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 
@@ -46,13 +46,24 @@ pub struct TlsOptions {
     pub resumption: bool,
 }
 
+/// rustls's cryptography: ring rather than aws-lc-rs, for no C build beyond ring's own. rustls
+/// marks it deprecated for its lack of post-quantum key exchange, which the servers this tester
+/// loads (nginx on OpenSSL 3.0) do not offer either: X25519 or P-256 is used either way.
+fn provider() -> CryptoProvider {
+    #[allow(deprecated)]
+    ring::default_provider()
+}
+
+/// Makes [`provider`] the process's default, once; reqwest takes it for the TLS configuration
+/// it builds for every client, plain http:// ones included.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already: this one, by an earlier call.
+    let _ = provider().install_default();
+}
+
 /// The rustls configuration for `options`.
 pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
-    // ring rather than aws-lc-rs: no C build beyond ring's own. rustls marks it deprecated for
-    // its lack of post-quantum key exchange, which the servers this tester loads (nginx on
-    // OpenSSL 3.0) do not offer either; the key exchange is X25519 or P-256 whichever is used.
-    #[allow(deprecated)]
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::InvalidOptions(format!("TLS: {e}")))?;

@@ -151,30 +151,37 @@ async fn the_official_profile_over_http2_through_nginx_passes_with_an_exact_audi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_per_request_over_tls_is_a_handshake_per_request() {
+async fn a_connection_per_request_over_tls_is_a_handshake_per_request_in_either_protocol() {
     let _machine = machine_to_myself().await;
     let api = spawn_real_api().await;
     let front = Front::start(&api);
     let url = front.https();
 
-    let run = load_test(&[
-        &url,
-        "--insecure",
-        "--no-keepalive",
-        "-c",
-        "2",
-        "-n",
-        "200",
-        "-o",
-        "json",
-    ])
-    .await;
-    run.assert_exit(0);
-    let report = run.report();
-    assert_eq!(report["settings"]["protocol"], "HTTP/1.1");
-    assert_eq!(u64_at(&report, "/totals/requests"), 200);
-    assert_eq!(protocols(&report), serde_json::json!({ "HTTP/1.1": 200 }));
-    assert_eq!(u64_at(&report, "/connections/opened"), 200, "{report:#}");
+    for (protocol, http2) in [("HTTP/1.1", None), ("HTTP/2", Some("--http2"))] {
+        let mut args = vec![
+            url.as_str(),
+            "--insecure",
+            "--no-keepalive",
+            "-c",
+            "2",
+            "-n",
+            "200",
+            "-o",
+            "json",
+        ];
+        args.extend(http2);
+        let run = load_test(&args).await;
+        run.assert_exit(0);
+        let report = run.report();
+        assert_eq!(report["settings"]["protocol"], protocol);
+        assert_eq!(u64_at(&report, "/totals/requests"), 200);
+        assert_eq!(protocols(&report), serde_json::json!({ protocol: 200 }));
+        assert_eq!(
+            u64_at(&report, "/connections/opened"),
+            200,
+            "{protocol}: {report:#}"
+        );
+    }
 
     // The same front's certificate is not trusted by default: no answer, a setup failure.
     let untrusted = load_test(&[&url, "-n", "5", "--reset"]).await;
