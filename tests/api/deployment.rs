@@ -45,14 +45,40 @@ fn observability(service: &Value) -> bool {
     strings(&service["profiles"]) == ["observability"]
 }
 
+/// The one-shot steps of a compose file: services another waits for with
+/// `condition: service_completed_successfully` (the `tls` service that makes a self-signed pair).
+/// Each must never be restarted, and nginx must wait for it: it has exited before nginx starts.
+fn one_shot(compose: &Value) -> BTreeSet<String> {
+    let services = compose["services"].as_mapping().expect("services");
+    let mut steps = BTreeSet::new();
+    for service in services.values() {
+        if let Some(waits) = service["depends_on"].as_mapping() {
+            for (name, how) in waits {
+                if how["condition"].as_str() == Some("service_completed_successfully") {
+                    steps.insert(name.as_str().expect("a service name").to_owned());
+                }
+            }
+        }
+    }
+    for step in &steps {
+        assert_eq!(
+            services[step.as_str()]["restart"].as_str(),
+            Some("no"),
+            "the one-shot {step} is never restarted"
+        );
+    }
+    steps
+}
+
 /// The (CPU thousandths, MB) a compose file's challenge services (all but the observability
-/// profile's) may use in all; panics on a service without limits, a health check or a restart
-/// policy (see the test below for why).
+/// profile's and the one-shot steps, see [`one_shot`]) may use in all; panics on a service without
+/// limits, a health check or a restart policy (see the test below for why).
 fn budget(compose: &Value) -> (u64, u64) {
     let (mut cpus, mut memory) = (0, 0);
+    let steps = one_shot(compose);
     for (name, service) in compose["services"].as_mapping().expect("services") {
         let name = name.as_str().expect("service name");
-        if observability(service) {
+        if observability(service) || steps.contains(name) {
             continue;
         }
         assert!(
@@ -87,8 +113,10 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
         .collect();
     assert_eq!(
         services,
-        BTreeSet::from(["api01", "api02", "nginx", "postgres"])
+        BTreeSet::from(["api01", "api02", "nginx", "postgres", "tls"])
     );
+    assert_eq!(one_shot(&compose), BTreeSet::from(["tls".to_owned()]));
+    assert_eq!(service(&compose, "tls"), service(&sqlite, "tls"));
     // The observability profile is docker-compose.yml's, service for service (the same
     // prometheus.yml scrapes the same service names).
     for name in ["prometheus", "nginx-exporter"] {
@@ -105,7 +133,7 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
     // The same image and nginx as the SQLite deployment, built and pulled alike: only the
     // database differs.
     for name in ["api01", "api02", "nginx"] {
-        for key in ["image", "build", "pull_policy"] {
+        for key in ["image", "build", "pull_policy", "ports"] {
             assert_eq!(
                 service(&compose, name)[key],
                 service(&sqlite, name)[key],
@@ -243,7 +271,14 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
         .collect();
     assert_eq!(
         services,
-        BTreeSet::from(["api01", "api02", "nginx", "nginx-exporter", "prometheus"])
+        BTreeSet::from([
+            "api01",
+            "api02",
+            "nginx",
+            "nginx-exporter",
+            "prometheus",
+            "tls"
+        ])
     );
     // The challenge's stack is what a plain `docker compose up` starts; Prometheus and nginx's
     // exporter only come with `--profile observability`, outside the budget.
@@ -257,6 +292,10 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
         BTreeSet::from(["nginx-exporter", "prometheus"])
     );
     let services: BTreeSet<&str> = services.difference(&observability).copied().collect();
+    // The one-shot step that makes a self-signed pair for the TLS port before nginx starts,
+    // then exits: not a service of the running stack (see below).
+    assert_eq!(one_shot(&compose), BTreeSet::from(["tls".to_owned()]));
+    let services: BTreeSet<&str> = services.into_iter().filter(|name| *name != "tls").collect();
 
     // Both instances run one image, built from this repository once: by api01 only. (Two
     // `build:` sections build it twice, in parallel.) It is built, never pulled: api01 builds it
@@ -326,14 +365,32 @@ fn docker_compose_runs_nginx_and_two_instances_on_one_volume_within_the_budget()
         );
     }
 
-    // nginx publishes 9999 and reads the top-level nginx.conf.
+    // nginx publishes 9999 and, for TLS, 9443, and reads the top-level nginx.conf.
     let nginx = service(&compose, "nginx");
+    assert_eq!(
+        strings(&nginx["ports"]),
+        ["9999:9999", "9443:9443"],
+        "nginx publishes 9999 and 9443"
+    );
+    // The TLS port's pair from ./tls, where the user puts one, or the tls step makes one (with
+    // the script scripts/stack uses) before nginx starts.
     assert!(
-        strings(&nginx["ports"])
-            .iter()
-            .any(|port| port == "9999:9999"),
-        "nginx publishes 9999: {:?}",
-        nginx["ports"]
+        strings(&nginx["volumes"]).contains(&"./tls:/etc/nginx/tls:ro".to_owned()),
+        "nginx mounts ./tls read-only: {:?}",
+        nginx["volumes"]
+    );
+    let tls = service(&compose, "tls");
+    assert_eq!(
+        nginx["depends_on"]["tls"]["condition"].as_str(),
+        Some("service_completed_successfully"),
+        "nginx starts once the tls step has made or kept a pair"
+    );
+    assert!(
+        strings(&tls["volumes"]).contains(&"./tls:/tls".to_owned())
+            && strings(&tls["entrypoint"])
+                .iter()
+                .any(|arg| arg.ends_with("tls-selfsigned")),
+        "the tls step runs scripts/tls-selfsigned on ./tls: {tls:?}"
     );
     assert!(
         strings(&nginx["volumes"])
