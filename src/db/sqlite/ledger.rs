@@ -29,7 +29,6 @@ pub struct Session {
     update_account: Prepared,
     delete_transactions: Prepared,
     zero_balances: Prepared,
-    sync_normal: Prepared,
     /// Not writes: a client's statement, read on this connection (see [`Session::statement`]).
     begin_read: Prepared,
     transaction_by_id: Prepared,
@@ -78,7 +77,6 @@ impl Session {
             update_account: c.prepare(sql::UPDATE_ACCOUNT)?,
             delete_transactions: c.prepare(sql::DELETE_TRANSACTIONS)?,
             zero_balances: c.prepare(sql::ZERO_BALANCES)?,
-            sync_normal: c.prepare(sql::SYNC_NORMAL)?,
             begin_read: c.prepare(sql::BEGIN_READ)?,
             transaction_by_id: c.prepare(sql::TRANSACTION_BY_ID)?,
             connection,
@@ -108,9 +106,11 @@ impl Session {
     }
 
     /// Back to `synchronous=NORMAL`: if this connection closes last, SQLite checkpoints through
-    /// it, with its syncs.
+    /// it, with its syncs. Compiled here, not prepared with the rest: SQLite applies
+    /// `PRAGMA synchronous` when it compiles the statement, so preparing it would set the
+    /// connection to NORMAL at once, whatever `DB_DURABILITY` asked for.
     pub fn sync_normal(&mut self) -> Result<(), SqliteFailure> {
-        self.connection.query(self.sync_normal)?.run()
+        self.connection.execute(sql::SYNC_NORMAL)
     }
 
     /// Applies `transaction` to `client` inside the open transaction, if the balance allows it.
