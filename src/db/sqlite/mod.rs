@@ -605,6 +605,33 @@ mod tests {
         db.close().await;
     }
 
+    /// The write connection, ready to commit, runs at the `synchronous` level its durability
+    /// names: SQLite applies `PRAGMA synchronous` when it compiles the statement, so nothing the
+    /// writer prepares at open may set it.
+    #[test]
+    fn the_write_connection_syncs_as_its_durability_says() {
+        for (durability, level) in [(Durability::Power, 2), (Durability::Process, 0)] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("ledger.db");
+            let settings = DatabaseSettings {
+                url: format!("sqlite://{}", path.display()),
+                durability,
+                ..DatabaseSettings::default()
+            };
+            let mut session = open_writer(&path, &settings, None).expect("open the writer");
+            let read = session
+                .connection
+                .prepare("PRAGMA synchronous")
+                .expect("prepare");
+            let synchronous = session
+                .connection
+                .query(read)
+                .and_then(|mut query| query.first_row(|row| row.i64(0)))
+                .expect("read the level");
+            assert_eq!(synchronous, Some(Some(level)), "{durability:?}");
+        }
+    }
+
     /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same
     /// real file they must list the same transactions, refusals left out, at most ten, newest
     /// first, for a client with many, one with a few and one with none. And each read, even a
