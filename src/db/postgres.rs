@@ -35,8 +35,8 @@
 //! - a statement that fails with a database error wrote nothing; its writes are applied again one
 //!   per statement, so that one bad write fails only itself. A lock timeout fails the whole batch
 //!   with 503 instead (retrying would wait again), and so does a server out of reach; a
-//!   connection lost after the statement was sent fails it with 500 without a retry (whether the
-//!   commit happened is unknown, and a retry could apply it twice);
+//!   connection lost once the server may have read the whole statement fails it with 500 without
+//!   a retry (whether the commit happened is unknown, and a retry could apply it twice);
 //! - once [`Postgres::close`] has begun, no write is queued (503 "stopping"); the queued ones are
 //!   committed and answered before the pool closes.
 //!
@@ -705,25 +705,32 @@ fn is_busy(err: &sqlx::Error) -> bool {
         || is_unreached(err)
 }
 
-/// The server is down, restarting or ended the session, and the statement surely changed nothing:
+/// The server is down, restarting or ended the session, and the statement surely changed nothing
+/// (so a write failing so is a 503, worth sending again):
 ///
 /// - no connection: refused, or no socket file (a server that is down removes its Unix socket),
 ///   or `57P03` (starting up, shutting down);
 /// - `57P01` (admin_shutdown: a fast shutdown or `pg_terminate_backend`): the server ends the
 ///   session from its interrupt handler, which does not run inside a commit, and rolls back the
 ///   transaction under way; on an idle connection the statement never ran;
-/// - a broken pipe: the connection was closed before the statement was written whole, and the
-///   server commits a statement's implicit transaction only once it has read its last message
-///   (Sync).
+/// - a broken pipe or a reset: the server's end closed with our bytes unread. The server
+///   commits a statement's implicit transaction only once it has read its last message (Sync),
+///   and between a statement and its answer the instance sends nothing else, so unread bytes
+///   are that statement's end. (A pipe breaks when the other end is gone before the write; the
+///   kernel resets a connection, TCP or Unix, whose end closes with data still unread.)
 ///
-/// Not here: a connection reset or closed *after* the statement was sent (`57P02`, a crash, a
-/// reset or an end of stream while reading the answer), where the commit may have happened.
+/// Not here: a connection closed cleanly (end of stream) or lost while the answer was awaited
+/// (`57P02` after a crash of another server process, a time-out), where the server may have read
+/// the whole statement and committed it before it went.
 fn is_unreached(err: &sqlx::Error) -> bool {
     use std::io::ErrorKind;
     match err {
         sqlx::Error::Io(io) => matches!(
             io.kind(),
-            ErrorKind::ConnectionRefused | ErrorKind::NotFound | ErrorKind::BrokenPipe
+            ErrorKind::ConnectionRefused
+                | ErrorKind::NotFound
+                | ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionReset
         ),
         _ => sqlstate(err).is_some_and(|code| matches!(code.as_str(), "57P01" | "57P03")),
     }
@@ -760,9 +767,9 @@ impl From<PgError> for StorageError {
     /// [`StorageError::Busy`] (503), and so is any connection failure under a read; a closed pool
     /// or a closing queue, [`StorageError::Stopping`]; the rest [`StorageError::Other`] (500).
     ///
-    /// That rest includes a write whose connection broke after the statement was sent (a reset,
-    /// an end of stream, `57P02`): the commit may or may not have happened, and nothing tells
-    /// which. It is answered 500 ("failed, outcome unknown") and not retried: a 503 tells the
+    /// That rest includes a write whose connection was lost after the server may have read the
+    /// whole statement (an end of stream, `57P02`, a time-out): the commit may or may not have
+    /// happened, and nothing tells which. It is answered 500 ("failed, outcome unknown") and not retried: a 503 tells the
     /// client to send it again, which applies it twice if it did commit; a retry here would do
     /// the same. The client learns the outcome from the statement (`GET .../extrato`).
     fn from(err: PgError) -> Self {

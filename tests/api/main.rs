@@ -5,6 +5,7 @@
 mod batches;
 mod contract;
 mod deployment;
+mod faults_postgres;
 mod fuzz_regressions;
 mod helpers;
 mod metrics;

@@ -9,7 +9,8 @@
 //!
 //! Every transaction a test sends carries a unique `descricao`, so the audit can match each answer
 //! against the rows in the SQLite file: a 200 must be there exactly once, a 422 must not be there,
-//! and nothing may be there that was not sent.
+//! and nothing may be there that was not sent. On a stack with its own PostgreSQL server
+//! (`STACK_DATABASE=postgres`) the audit reads the server's ledger instead.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ pub(crate) struct Stack {
     pub(crate) prometheus_port: Option<u16>,
     /// `sqlite` or `postgres` (`STACK_DATABASE`).
     pub(crate) database: &'static str,
+    /// `DB_DURABILITY` of the instances, and of the stack's PostgreSQL server (`process`, `power`).
+    pub(crate) durability: &'static str,
+    /// `STACK_PG_SETTINGS`: server settings after those the durability gives.
+    pub(crate) pg_settings: &'static str,
     pub(crate) address: String,
     pub(crate) http: Client,
 }
@@ -73,9 +78,27 @@ impl Stack {
         Self::start(upstream, database, None)
     }
 
-    fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
+    /// The stack on a PostgreSQL server of its own, with `DB_DURABILITY=durability` (which also
+    /// sets the server's `fsync` and `full_page_writes`, see `scripts/stack`) and
+    /// `STACK_PG_SETTINGS=pg_settings`; `Err` with the script's output if `up` fails.
+    pub(crate) fn try_up_postgres(
+        durability: &'static str,
+        pg_settings: &'static str,
+    ) -> Result<Self, String> {
+        let mut stack = Self::new("unix", "postgres", None);
+        stack.durability = durability;
+        stack.pg_settings = pg_settings;
+        let up = stack.run("up");
+        if !up.status.success() {
+            return Err(text(&up));
+        }
+        eprintln!("{}", String::from_utf8_lossy(&up.stdout).trim());
+        Ok(stack)
+    }
+
+    fn new(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
         let port = free_port();
-        let stack = Self {
+        Self {
             dir: tempfile::tempdir().expect("temp dir"),
             port,
             api_ports: [free_port(), free_port()],
@@ -83,9 +106,15 @@ impl Stack {
             status_port: free_port(),
             prometheus_port,
             database,
+            durability: "process",
+            pg_settings: "",
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
-        };
+        }
+    }
+
+    fn start(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
+        let stack = Self::new(upstream, database, prometheus_port);
         let up = stack.run("up");
         assert!(
             up.status.success(),
@@ -98,6 +127,11 @@ impl Stack {
 
     /// Runs `scripts/stack <command>` against this stack.
     pub(crate) fn run(&self, command: &str) -> Output {
+        self.script(command).output().expect("scripts/stack runs")
+    }
+
+    /// `scripts/stack <command>` against this stack, to run.
+    pub(crate) fn script(&self, command: &str) -> Command {
         let mut script = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack"));
         if let Some(prometheus) = self.prometheus_port {
             script
@@ -119,10 +153,11 @@ impl Stack {
             .env("STACK_TIMEOUT", "20")
             .env("STACK_UPSTREAM", self.upstream)
             .env("STACK_DATABASE", self.database)
+            .env("DB_DURABILITY", self.durability)
+            .env("STACK_PG_SETTINGS", self.pg_settings)
             .env("API_WORKERS", "2")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("scripts/stack runs")
+            .env("RUST_LOG", "warn");
+        script
     }
 
     /// The pid in `<name>.pid` (nginx, api01, api02).
@@ -137,6 +172,14 @@ impl Stack {
 
     pub(crate) fn db_path(&self) -> PathBuf {
         self.dir.path().join("rinha.db")
+    }
+
+    /// The URL of the stack's PostgreSQL database (`STACK_DATABASE=postgres`), on its socket.
+    pub(crate) fn postgres_url(&self) -> String {
+        format!(
+            "postgres://rinha@localhost/rinha?host={}",
+            self.dir.path().join("pg").display()
+        )
     }
 
     pub(crate) fn nginx_errors(&self) -> String {
@@ -436,15 +479,40 @@ pub(crate) async fn mixed_load(
     all
 }
 
-/// The transactions in the SQLite file: `descricao` -> (client, signed amount), read directly
-/// (read-only) while the instances run.
-async fn ledger(db: &Path) -> HashMap<String, (i64, i64)> {
+/// The stored transactions: `descricao` -> (client, signed amount), read directly while the
+/// instances run, from the SQLite file (read-only) or the stack's PostgreSQL server.
+async fn ledger(stack: &Stack) -> HashMap<String, (i64, i64)> {
+    let rows = match stack.database {
+        "postgres" => postgres_ledger(&stack.postgres_url()).await,
+        _ => stored_ledger(&stack.db_path())
+            .await
+            .into_iter()
+            .map(|row| (row.descricao.clone(), row.cliente_id, row.signed()))
+            .collect(),
+    };
     let mut ledger = HashMap::new();
-    for row in stored_ledger(db).await {
-        let previous = ledger.insert(row.descricao.clone(), (row.cliente_id, row.signed()));
-        assert!(previous.is_none(), "{} was applied twice", row.descricao);
+    for (descricao, client, signed) in rows {
+        let previous = ledger.insert(descricao.clone(), (client, signed));
+        assert!(previous.is_none(), "{descricao} was applied twice");
     }
     ledger
+}
+
+/// Every transaction in a PostgreSQL ledger: (`descricao`, client, signed amount).
+pub(crate) async fn postgres_ledger(url: &str) -> Vec<(String, i64, i64)> {
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT descricao, cliente_id, CASE tipo WHEN 'c' THEN valor ELSE -valor END
+         FROM transacoes ORDER BY cliente_id, numero",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("read the ledger");
+    connection.close().await.ok();
+    rows
 }
 
 /// What an audit found.
@@ -465,7 +533,7 @@ pub(crate) struct Audit {
 /// the balance must then equal the sum of the accepted amounts plus those of the unknown ones the
 /// ledger holds, i.e. the difference is explained by unknown transactions and nothing else.
 pub(crate) async fn audit(stack: &Stack, sent: &[Sent]) -> Audit {
-    let ledger = ledger(&stack.db_path()).await;
+    let ledger = ledger(stack).await;
     let mut result = Audit::default();
     let mut expected_total: BTreeMap<i64, i64> = CLIENTS.iter().map(|&(id, _)| (id, 0)).collect();
     let mut seen_descriptions = HashSet::new();
