@@ -48,8 +48,8 @@
 //!
 //! A server that restarts or cannot be reached ([`is_unreached`]) fails the writes that surely did
 //! not reach it, and every read, with 503 (retry); the pool opens new connections by itself once
-//! the server accepts them. A write whose connection broke after it was sent is the one case
-//! whose outcome is unknown: see [`StorageError::from`].
+//! the server accepts them. A write whose connection was lost once the server may have read the
+//! whole statement is the one case whose outcome is unknown: see [`StorageError::from`].
 //!
 //! The SQL sticks to what CockroachDB and YugabyteDB also run (see `script.postgres.sql` and the
 //! docs): no sequences, triggers, advisory locks, `TRUNCATE` or PL/pgSQL. The batch uses `unnest`
@@ -711,8 +711,9 @@ fn is_busy(err: &sqlx::Error) -> bool {
 /// - no connection: refused, or no socket file (a server that is down removes its Unix socket),
 ///   or `57P03` (starting up, shutting down);
 /// - `57P01` (admin_shutdown: a fast shutdown or `pg_terminate_backend`): the server ends the
-///   session from its interrupt handler, which does not run inside a commit, and rolls back the
-///   transaction under way; on an idle connection the statement never ran;
+///   session from its interrupt handler and rolls back the transaction under way. It holds that
+///   interrupt during a commit and next checks it when it waits for the next command, after the
+///   commit's answer has gone out; on an idle connection the statement never ran;
 /// - a broken pipe or a reset: the server's end closed with our bytes unread. The server
 ///   commits a statement's implicit transaction only once it has read its last message (Sync),
 ///   and between a statement and its answer the instance sends nothing else, so unread bytes
@@ -769,9 +770,10 @@ impl From<PgError> for StorageError {
     ///
     /// That rest includes a write whose connection was lost after the server may have read the
     /// whole statement (an end of stream, `57P02`, a time-out): the commit may or may not have
-    /// happened, and nothing tells which. It is answered 500 ("failed, outcome unknown") and not retried: a 503 tells the
-    /// client to send it again, which applies it twice if it did commit; a retry here would do
-    /// the same. The client learns the outcome from the statement (`GET .../extrato`).
+    /// happened, and nothing tells which. It is answered 500 ("failed, outcome unknown") and not
+    /// retried: a 503 tells the client to send it again, which applies it twice if it did
+    /// commit, and a retry here would do the same. The client learns the outcome from the
+    /// statement (`GET .../extrato`).
     fn from(err: PgError) -> Self {
         match (&err, err.sqlx()) {
             (PgError::NotDurable { .. }, _) => StorageError::Other(err.into()),
