@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
+use crate::faults::signal;
 use crate::helpers::{Api, Samples, body};
 use crate::stack::{
     Seen, Sent, Stack, alive, audit, mixed_load, postgres_ledger, status_counts, text,
@@ -175,16 +176,6 @@ async fn power_refuses_to_start_on_a_server_that_does_not_sync() {
     }
 }
 
-/// Sends SIGINT to `pid` (PostgreSQL's fast shutdown: what `pg_ctl stop -m fast` sends) through
-/// the shell's builtin `kill`.
-fn fast_shutdown(pid: u32) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -INT {pid}")])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -INT {pid}");
-}
-
 fn is_write(request: &Sent) -> bool {
     request.transaction.is_some()
 }
@@ -213,7 +204,8 @@ async fn restarting_postgresql_under_load_answers_503_and_recovers_by_itself() {
     let restart = async {
         tokio::time::sleep(stop_at).await;
         let stopping = start.elapsed();
-        fast_shutdown(server);
+        // SIGINT: PostgreSQL's fast shutdown, what `pg_ctl stop -m fast` sends.
+        signal(server, "INT");
         while alive(server) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
