@@ -34,10 +34,22 @@
 //!   an error, never a `200`;
 //! - a statement that fails with a database error wrote nothing; its writes are applied again one
 //!   per statement, so that one bad write fails only itself. A lock timeout fails the whole batch
-//!   with 503 instead (retrying would wait again), and a lost connection fails it with 500
-//!   without a retry (whether the commit happened is unknown, and a retry could apply it twice);
+//!   with 503 instead (retrying would wait again), and so does a server out of reach; a
+//!   connection lost once the server may have read the whole statement fails it with 500 without
+//!   a retry (whether the commit happened is unknown, and a retry could apply it twice);
 //! - once [`Postgres::close`] has begun, no write is queued (503 "stopping"); the queued ones are
 //!   committed and answered before the pool closes.
+//!
+//! Durability (`DB_DURABILITY`): `process` commits as the server is configured (the deployment's
+//! `synchronous_commit=on` with `fsync=off`: a commit is in the kernel before the answer); `power`
+//! sets `synchronous_commit=on` on the instance's own connections, whatever the server's default,
+//! and refuses to start unless the server runs with `fsync=on` and `full_page_writes=on`
+//! ([`check_durability`]), since without them a synced commit is not a promise.
+//!
+//! A server that restarts or cannot be reached ([`is_unreached`]) fails the writes that surely did
+//! not reach it, and every read, with 503 (retry); the pool opens new connections by itself once
+//! the server accepts them. A write whose connection was lost once the server may have read the
+//! whole statement is the one case whose outcome is unknown: see [`StorageError::from`].
 //!
 //! The SQL sticks to what CockroachDB and YugabyteDB also run (see `script.postgres.sql` and the
 //! docs): no sequences, triggers, advisory locks, `TRUNCATE` or PL/pgSQL. The batch uses `unnest`
@@ -56,7 +68,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, oneshot};
 
 use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
-use super::{DatabaseSettings, StorageError};
+use super::{DatabaseSettings, Durability, StorageError};
 use crate::domain::{
     Applied, Client, MAX_BALANCE, NewTransaction, Recorded, STATEMENT_LENGTH, Statement,
 };
@@ -209,9 +221,23 @@ pub enum PgError {
     /// lost connection, a closed pool.
     #[error("the write's batch failed: {0}")]
     Batch(Arc<sqlx::Error>),
+    /// A read (a statement, a health check) failed with this error. It changed nothing, so a
+    /// lost connection is only a reason to retry.
+    #[error(transparent)]
+    Read(sqlx::Error),
     /// The instance is closing and takes no more writes.
     #[error("the instance is stopping and takes no more writes")]
     Stopping,
+    /// `DB_DURABILITY=power` on a server whose setting `setting` is `value`, not `on`.
+    #[error(
+        "DB_DURABILITY=power needs the PostgreSQL server to run with {setting}=on, and it runs \
+         with {setting}={value}: start it with -c {setting}=on (or set it in postgresql.conf), \
+         or run with DB_DURABILITY=process"
+    )]
+    NotDurable {
+        setting: &'static str,
+        value: String,
+    },
 }
 
 impl PgError {
@@ -220,7 +246,8 @@ impl PgError {
         match self {
             Self::Sqlx(err) => Some(err),
             Self::Batch(err) => Some(err),
-            Self::Stopping => None,
+            Self::Read(err) => Some(err),
+            Self::Stopping | Self::NotDurable { .. } => None,
         }
     }
 }
@@ -280,13 +307,16 @@ impl Postgres {
         settings: &DatabaseSettings,
         metrics: &StorageMetrics,
     ) -> Result<Self, PgError> {
-        let options = PgConnectOptions::from_str(&settings.url)?
-            // A write waiting longer than this for a client's row fails with 503, as a SQLite
-            // write waiting for the file's lock does.
-            .options([(
-                "lock_timeout",
-                settings.busy_timeout.as_millis().to_string().as_str(),
-            )]);
+        let lock_timeout = settings.busy_timeout.as_millis().to_string();
+        // A write waiting longer than this for a client's row fails with 503, as a SQLite write
+        // waiting for the file's lock does.
+        let mut session = vec![("lock_timeout", lock_timeout.as_str())];
+        if settings.durability == Durability::Power {
+            // Each commit waits for its WAL to be synced to disk, whatever the server's default
+            // (a role, a database or postgresql.conf may set it off).
+            session.push(("synchronous_commit", "on"));
+        }
+        let options = PgConnectOptions::from_str(&settings.url)?.options(session);
         let deadline = Instant::now() + CONNECT_PATIENCE;
         let pool = loop {
             let attempt = PgPoolOptions::new()
@@ -306,6 +336,7 @@ impl Postgres {
                 Err(err) => return Err(err.into()),
             }
         };
+        check_durability(&pool, settings.durability).await?;
         apply_schema(&pool, deadline).await?;
         let shared = Arc::new(Shared {
             pool,
@@ -362,7 +393,8 @@ impl Postgres {
             .bind(client.id.0)
             .bind(i64::from(STATEMENT_LENGTH))
             .fetch_all(&self.shared.pool)
-            .await?;
+            .await
+            .map_err(PgError::Read)?;
         statement_from_rows(rows, rfc3339).ok_or(PgError::Sqlx(sqlx::Error::RowNotFound))
     }
 
@@ -377,7 +409,10 @@ impl Postgres {
 
     /// Succeeds when the server answers a query.
     pub async fn ping(&self) -> Result<(), PgError> {
-        sqlx::query(PING).execute(&self.shared.pool).await?;
+        sqlx::query(PING)
+            .execute(&self.shared.pool)
+            .await
+            .map_err(PgError::Read)?;
         Ok(())
     }
 
@@ -656,9 +691,9 @@ fn is_not_up_yet(err: &sqlx::Error) -> bool {
         || sqlstate(err).is_some_and(|code| code == "57P03")
 }
 
-/// Waiting too long (for a row lock, a connection or a busy server) or a conflict worth
-/// retrying: serialization failure, deadlock, lock timeout, query canceled (statement_timeout),
-/// too many connections, cannot connect now.
+/// Waiting too long (for a row lock, a connection or a busy server), a conflict worth retrying
+/// (serialization failure, deadlock, lock timeout, query canceled by statement_timeout, too many
+/// connections, cannot connect now), or a server out of reach ([`is_unreached`]).
 fn is_busy(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::PoolTimedOut)
         || sqlstate(err).is_some_and(|code| {
@@ -667,17 +702,87 @@ fn is_busy(err: &sqlx::Error) -> bool {
                 "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P03"
             )
         })
+        || is_unreached(err)
+}
+
+/// The server is down, restarting or ended the session, and the statement surely changed nothing
+/// (so a write failing so is a 503, worth sending again):
+///
+/// - no connection: refused, or no socket file (a server that is down removes its Unix socket),
+///   or `57P03` (starting up, shutting down);
+/// - `57P01` (admin_shutdown: a fast shutdown or `pg_terminate_backend`): the server ends the
+///   session from its interrupt handler and rolls back the transaction under way. It holds that
+///   interrupt during a commit and next checks it when it waits for the next command, after the
+///   commit's answer has gone out; on an idle connection the statement never ran;
+/// - a broken pipe or a reset: the server's end closed with our bytes unread. The server
+///   commits a statement's implicit transaction only once it has read its last message (Sync),
+///   and between a statement and its answer the instance sends nothing else, so unread bytes
+///   are that statement's end. (A pipe breaks when the other end is gone before the write; the
+///   kernel resets a connection, TCP or Unix, whose end closes with data still unread.)
+///
+/// Not here: a connection closed cleanly (end of stream) or lost while the answer was awaited
+/// (`57P02` after a crash of another server process, a time-out), where the server may have read
+/// the whole statement and committed it before it went.
+fn is_unreached(err: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::NotFound
+                | ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionReset
+        ),
+        _ => sqlstate(err).is_some_and(|code| matches!(code.as_str(), "57P01" | "57P03")),
+    }
+}
+
+/// The connection failed under a statement (I/O, protocol, a session the server ended): for a
+/// read, nothing changed whatever the cause.
+fn is_connection_failure(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
+        || sqlstate(err).is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+}
+
+/// With `DB_DURABILITY=power`, checks that the server syncs its WAL (`fsync`) and protects pages
+/// from torn writes (`full_page_writes`): with either off, a power cut can lose or corrupt what a
+/// synced commit wrote. `process` asks nothing of the server.
+async fn check_durability(pool: &PgPool, durability: Durability) -> Result<(), PgError> {
+    if durability == Durability::Process {
+        return Ok(());
+    }
+    for setting in ["fsync", "full_page_writes"] {
+        let value: String = sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(setting)
+            .fetch_one(pool)
+            .await?;
+        if value != "on" {
+            return Err(PgError::NotDurable { setting, value });
+        }
+    }
+    Ok(())
 }
 
 impl From<PgError> for StorageError {
-    /// A wait too long or a conflict ([`is_busy`]) is [`StorageError::Busy`] (503); a closed
-    /// pool or a closing queue, [`StorageError::Stopping`]; the rest [`StorageError::Other`]
-    /// (500).
+    /// A wait too long, a conflict or a server out of reach ([`is_busy`]) is
+    /// [`StorageError::Busy`] (503), and so is any connection failure under a read; a closed pool
+    /// or a closing queue, [`StorageError::Stopping`]; the rest [`StorageError::Other`] (500).
+    ///
+    /// That rest includes a write whose connection was lost after the server may have read the
+    /// whole statement (an end of stream, `57P02`, a time-out): the commit may or may not have
+    /// happened, and nothing tells which. It is answered 500 ("failed, outcome unknown") and not
+    /// retried: a 503 tells the client to send it again, which applies it twice if it did
+    /// commit, and a retry here would do the same. The client learns the outcome from the
+    /// statement (`GET .../extrato`).
     fn from(err: PgError) -> Self {
-        match err.sqlx() {
-            None | Some(sqlx::Error::PoolClosed) => StorageError::Stopping,
-            Some(inner) if is_busy(inner) => StorageError::Busy(err.into()),
-            Some(_) => StorageError::Other(err.into()),
+        match (&err, err.sqlx()) {
+            (PgError::NotDurable { .. }, _) => StorageError::Other(err.into()),
+            (_, None | Some(sqlx::Error::PoolClosed)) => StorageError::Stopping,
+            (_, Some(inner)) if is_busy(inner) => StorageError::Busy(err.into()),
+            (PgError::Read(inner), _) if is_connection_failure(inner) => {
+                StorageError::Busy(err.into())
+            }
+            (_, Some(_)) => StorageError::Other(err.into()),
         }
     }
 }

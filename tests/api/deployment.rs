@@ -172,7 +172,18 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
             Some("service_started"),
             "{name} starts with postgres (it retries its connection), not after a health check"
         );
-        assert!(rinha_api::config::Config::from_lookup(|key| settings.get(key).cloned()).is_ok());
+        // Compose fills `${NAME:-default}` from the caller's environment; here, the default.
+        let config = rinha_api::config::Config::from_lookup(|key| {
+            settings.get(key).map(|value| compose_default(value))
+        });
+        assert!(config.is_ok(), "{name}: {config:?}");
+        assert_eq!(
+            settings.get("DB_DURABILITY").map(String::as_str),
+            environment(postgres)
+                .get("DB_DURABILITY")
+                .map(String::as_str),
+            "{name} and the server take their durability from the same variable"
+        );
     }
     // The database keeps its data on a named volume at the image's PGDATA.
     assert!(
@@ -182,6 +193,24 @@ fn docker_compose_postgres_runs_the_same_image_and_nginx_on_postgres_within_the_
         "{:?}",
         postgres["volumes"]
     );
+}
+
+/// A value with each `${NAME:-default}` replaced by its default, as Compose reads it when NAME is
+/// not set.
+fn compose_default(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let inner = &rest[start + 2..start + end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {

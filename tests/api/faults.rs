@@ -26,9 +26,9 @@ use crate::stack::{
     Seen, Sent, Stack, alive, audit, mixed_load, mixed_load_on, status_counts, text,
 };
 
-/// Sends `signal` (a name `kill` knows: STOP, CONT, TERM, HUP) to `pid`, through the shell's
+/// Sends `signal` (a name `kill` knows: STOP, CONT, TERM, HUP, INT) to `pid`, through the shell's
 /// builtin `kill`.
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("sh")
         .args(["-c", &format!("kill -{signal} {pid}")])
         .status()

@@ -7,6 +7,7 @@ mod batches;
 mod contract;
 mod deployment;
 mod faults;
+mod faults_postgres;
 mod fuzz_regressions;
 mod helpers;
 mod metrics;

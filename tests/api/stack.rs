@@ -9,7 +9,8 @@
 //!
 //! Every transaction a test sends carries a unique `descricao`, so the audit can match each answer
 //! against the rows in the SQLite file: a 200 must be there exactly once, a 422 must not be there,
-//! and nothing may be there that was not sent.
+//! and nothing may be there that was not sent. On a stack with its own PostgreSQL server
+//! (`STACK_DATABASE=postgres`) the audit reads the server's ledger instead.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ pub(crate) struct Stack {
     pub(crate) env: Vec<(&'static str, String)>,
     /// The SQLite file when it is not `dir/rinha.db` (`STACK_SQLITE_FILE`).
     pub(crate) sqlite_file: Option<PathBuf>,
+    /// `DB_DURABILITY` of the instances, and of the stack's PostgreSQL server (`process`, `power`).
+    pub(crate) durability: &'static str,
+    /// `STACK_PG_SETTINGS`: server settings after those the durability gives.
+    pub(crate) pg_settings: &'static str,
     pub(crate) address: String,
     pub(crate) http: Client,
 }
@@ -65,67 +70,63 @@ impl Stack {
 
     /// The same, with `STACK_UPSTREAM=upstream` (`unix` or `tcp`).
     pub(crate) fn up_with(upstream: &'static str) -> Self {
-        Self::start(upstream, "sqlite", None, None)
+        Self::new(upstream, "sqlite", None).launch()
     }
 
     /// The stack with its SQLite file at `file` (`STACK_SQLITE_FILE`), e.g. on a file system of
     /// the test's own.
     pub(crate) fn up_with_database_at(file: &Path) -> Self {
-        Self::start("unix", "sqlite", None, Some(file.to_owned()))
+        let mut stack = Self::new("unix", "sqlite", None);
+        stack.sqlite_file = Some(file.to_owned());
+        stack.launch()
     }
 
     /// The stack with Prometheus (and nginx's exporter) scraping it every second
     /// (`STACK_OBSERVABILITY=1`).
     pub(crate) fn up_observed() -> Self {
-        Self::start("unix", "sqlite", Some(free_port()), None)
+        Self::new("unix", "sqlite", Some(free_port())).launch()
     }
 
     /// The same, with `STACK_DATABASE=database` (`sqlite` or `postgres`).
     pub(crate) fn up_on(upstream: &'static str, database: &'static str) -> Self {
-        Self::start(upstream, database, None, None)
+        Self::new(upstream, database, None).launch()
     }
 
-    /// The default stack with `env` added to the instances' settings.
+    /// The default stack with `env` added to the instances' settings (e.g. `RESET_TOKEN`).
     pub(crate) fn up_with_env(env: Vec<(&'static str, String)>) -> Self {
-        Self::start_with("unix", "sqlite", None, None, env)
+        let mut stack = Self::new("unix", "sqlite", None);
+        stack.env = env;
+        stack.launch()
     }
 
-    fn start(
-        upstream: &'static str,
-        database: &'static str,
-        prometheus_port: Option<u16>,
-        sqlite_file: Option<PathBuf>,
-    ) -> Self {
-        Self::start_with(upstream, database, prometheus_port, sqlite_file, Vec::new())
-    }
-
-    fn start_with(
-        upstream: &'static str,
-        database: &'static str,
-        prometheus_port: Option<u16>,
-        sqlite_file: Option<PathBuf>,
-        env: Vec<(&'static str, String)>,
-    ) -> Self {
-        let stack = Self::unstarted(upstream, database, prometheus_port, sqlite_file, env);
+    /// The stack on a PostgreSQL server of its own, with `DB_DURABILITY=durability` (which also
+    /// sets the server's `fsync` and `full_page_writes`, see `scripts/stack`) and
+    /// `STACK_PG_SETTINGS=pg_settings`; `Err` with the script's output if `up` fails.
+    pub(crate) fn try_up_postgres(
+        durability: &'static str,
+        pg_settings: &'static str,
+    ) -> Result<Self, String> {
+        let mut stack = Self::new("unix", "postgres", None);
+        stack.durability = durability;
+        stack.pg_settings = pg_settings;
         let up = stack.run("up");
-        assert!(
-            up.status.success(),
-            "scripts/stack up failed (nginx must be installed; CI's .ci/run installs it):\n{}",
-            text(&up)
-        );
+        if !up.status.success() {
+            return Err(text(&up));
+        }
         eprintln!("{}", String::from_utf8_lossy(&up.stdout).trim());
+        Ok(stack)
+    }
+
+    /// The default stack with `env` added to the script's settings, not started: `run("up")`
+    /// starts it (for a test of an `up` that must fail), and dropping it runs `scripts/stack
+    /// down` all the same.
+    pub(crate) fn unstarted_with_env(env: Vec<(&'static str, String)>) -> Self {
+        let mut stack = Self::new("unix", "sqlite", None);
+        stack.env = env;
         stack
     }
 
-    /// A stack on free ports in a new STACK_DIR that nothing has started yet: `run("up")` starts
-    /// it, and dropping it runs `scripts/stack down` all the same.
-    pub(crate) fn unstarted(
-        upstream: &'static str,
-        database: &'static str,
-        prometheus_port: Option<u16>,
-        sqlite_file: Option<PathBuf>,
-        env: Vec<(&'static str, String)>,
-    ) -> Self {
+    fn new(upstream: &'static str, database: &'static str, prometheus_port: Option<u16>) -> Self {
         let port = free_port();
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -136,15 +137,34 @@ impl Stack {
             status_port: free_port(),
             prometheus_port,
             database,
-            env,
-            sqlite_file,
+            env: Vec::new(),
+            sqlite_file: None,
+            durability: "process",
+            pg_settings: "",
             address: format!("http://127.0.0.1:{port}"),
             http: http_client(),
         }
     }
 
+    /// `scripts/stack up` for this stack; panics with the script's output if it fails.
+    fn launch(self) -> Self {
+        let up = self.run("up");
+        assert!(
+            up.status.success(),
+            "scripts/stack up failed (nginx must be installed; CI's .ci/run installs it):\n{}",
+            text(&up)
+        );
+        eprintln!("{}", String::from_utf8_lossy(&up.stdout).trim());
+        self
+    }
+
     /// Runs `scripts/stack <command>` against this stack.
     pub(crate) fn run(&self, command: &str) -> Output {
+        self.script(command).output().expect("scripts/stack runs")
+    }
+
+    /// `scripts/stack <command>` against this stack, to run.
+    pub(crate) fn script(&self, command: &str) -> Command {
         let mut script = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stack"));
         if let Some(prometheus) = self.prometheus_port {
             script
@@ -171,10 +191,11 @@ impl Stack {
             .env("STACK_TIMEOUT", "20")
             .env("STACK_UPSTREAM", self.upstream)
             .env("STACK_DATABASE", self.database)
+            .env("DB_DURABILITY", self.durability)
+            .env("STACK_PG_SETTINGS", self.pg_settings)
             .env("API_WORKERS", "2")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("scripts/stack runs")
+            .env("RUST_LOG", "warn");
+        script
     }
 
     /// The pid in `<name>.pid` (nginx, api01, api02).
@@ -191,6 +212,14 @@ impl Stack {
         self.sqlite_file
             .clone()
             .unwrap_or_else(|| self.dir.path().join("rinha.db"))
+    }
+
+    /// The URL of the stack's PostgreSQL database (`STACK_DATABASE=postgres`), on its socket.
+    pub(crate) fn postgres_url(&self) -> String {
+        format!(
+            "postgres://rinha@localhost/rinha?host={}",
+            self.dir.path().join("pg").display()
+        )
     }
 
     pub(crate) fn nginx_errors(&self) -> String {
@@ -551,15 +580,40 @@ pub(crate) async fn mixed_load_on(
     all
 }
 
-/// The transactions in the SQLite file: `descricao` -> (client, signed amount), read directly
-/// (read-only) while the instances run.
-async fn ledger(db: &Path) -> HashMap<String, (i64, i64)> {
+/// The stored transactions: `descricao` -> (client, signed amount), read directly while the
+/// instances run, from the SQLite file (read-only) or the stack's PostgreSQL server.
+async fn ledger(stack: &Stack) -> HashMap<String, (i64, i64)> {
+    let rows = match stack.database {
+        "postgres" => postgres_ledger(&stack.postgres_url()).await,
+        _ => stored_ledger(&stack.db_path())
+            .await
+            .into_iter()
+            .map(|row| (row.descricao.clone(), row.cliente_id, row.signed()))
+            .collect(),
+    };
     let mut ledger = HashMap::new();
-    for row in stored_ledger(db).await {
-        let previous = ledger.insert(row.descricao.clone(), (row.cliente_id, row.signed()));
-        assert!(previous.is_none(), "{} was applied twice", row.descricao);
+    for (descricao, client, signed) in rows {
+        let previous = ledger.insert(descricao.clone(), (client, signed));
+        assert!(previous.is_none(), "{descricao} was applied twice");
     }
     ledger
+}
+
+/// Every transaction in a PostgreSQL ledger: (`descricao`, client, signed amount).
+pub(crate) async fn postgres_ledger(url: &str) -> Vec<(String, i64, i64)> {
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT descricao, cliente_id, CASE tipo WHEN 'c' THEN valor ELSE -valor END
+         FROM transacoes ORDER BY cliente_id, numero",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("read the ledger");
+    connection.close().await.ok();
+    rows
 }
 
 /// What an audit found.
@@ -580,7 +634,7 @@ pub(crate) struct Audit {
 /// the balance must then equal the sum of the accepted amounts plus those of the unknown ones the
 /// ledger holds, i.e. the difference is explained by unknown transactions and nothing else.
 pub(crate) async fn audit(stack: &Stack, sent: &[Sent]) -> Audit {
-    let ledger = ledger(&stack.db_path()).await;
+    let ledger = ledger(stack).await;
     let mut result = Audit::default();
     let mut expected_total: BTreeMap<i64, i64> = CLIENTS.iter().map(|&(id, _)| (id, 0)).collect();
     let mut seen_descriptions = HashSet::new();

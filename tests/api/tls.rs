@@ -70,16 +70,10 @@ fn a_certificate_nginx_cannot_load_stops_the_stack_naming_the_file() {
     std::fs::write(&key, "not a key either\n").expect("write");
 
     for cert in [&missing, &garbage] {
-        let stack = Stack::unstarted(
-            "unix",
-            "sqlite",
-            None,
-            None,
-            vec![
-                ("STACK_TLS_CERT", path(cert)),
-                ("STACK_TLS_KEY", path(&key)),
-            ],
-        );
+        let stack = Stack::unstarted_with_env(vec![
+            ("STACK_TLS_CERT", path(cert)),
+            ("STACK_TLS_KEY", path(&key)),
+        ]);
         let up = stack.run("up");
         let said = text(&up);
         assert!(!up.status.success(), "up succeeded with {cert:?}:\n{said}");

@@ -105,14 +105,6 @@ impl Session {
         }
     }
 
-    /// Back to `synchronous=NORMAL`: if this connection closes last, SQLite checkpoints through
-    /// it, with its syncs. Compiled here, not prepared with the rest: SQLite applies
-    /// `PRAGMA synchronous` when it compiles the statement, so preparing it would set the
-    /// connection to NORMAL at once, whatever `DB_DURABILITY` asked for.
-    pub fn sync_normal(&mut self) -> Result<(), SqliteFailure> {
-        self.connection.execute(sql::SYNC_NORMAL)
-    }
-
     /// Applies `transaction` to `client` inside the open transaction, if the balance allows it.
     pub fn record(
         &mut self,

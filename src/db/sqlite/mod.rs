@@ -334,11 +334,13 @@ enum Role {
 ///   checkpoint copies them back, so smaller pages mean less to write, read and copy (the
 ///   stack's p99 at saturation fell by a third for the same throughput, BENCHMARKS.md). It
 ///   applies when the file is created; an existing file keeps its page size.
-/// - The writer at `synchronous=OFF` skips the fsync SQLite makes of the WAL header each time the
-///   WAL starts over (inside whichever write comes first after a complete checkpoint:
-///   milliseconds). Commits are not synced at NORMAL either; checkpoints run on the readers, at
-///   NORMAL, so the database file is synced before the WAL is reused. Without the background
-///   checkpoints, SQLite's auto-checkpoint runs on the writer, so it keeps NORMAL.
+/// - The writer's `synchronous` is `DB_DURABILITY`'s: `FULL` (`power`) syncs the WAL at each
+///   commit, once per batch; `NORMAL` (`process`) syncs it only in checkpoints and when the WAL
+///   starts over. Not `OFF`: without that one sync of the WAL's new header, a power cut can leave
+///   the old header over new frames, and SQLite then replays frames older than the database file:
+///   a corrupt image (tests/powercut finds it in about 1 cut in 100; SQLite's ticket
+///   ff5be73dee). Checkpoints run on the readers at `NORMAL`, so the database file is synced
+///   before the WAL is reused.
 /// - No memory map on the writer: with one, SQLite looks each page up in the WAL's hash table
 ///   before its own cache, and a WAL that holds thousands of copies of the same few pages makes
 ///   that lookup a long scan (about half of a transaction's instructions, BENCHMARKS.md).
@@ -350,7 +352,6 @@ fn pragmas(settings: &DatabaseSettings, role: Role) -> Vec<(&'static str, &'stat
     let checkpoints = !settings.checkpoint_interval.is_zero();
     let synchronous = match (role, settings.durability) {
         (Role::Writer, Durability::Power) => "FULL",
-        (Role::Writer, Durability::Process) if checkpoints => "OFF",
         _ => "NORMAL",
     };
     let (cache_size, mmap_size) = match role {
@@ -603,6 +604,33 @@ mod tests {
             assert_eq!(value, expected, "{pragma}");
         }
         db.close().await;
+    }
+
+    /// The write connection, ready to commit, runs at the `synchronous` level its durability
+    /// names: SQLite applies `PRAGMA synchronous` when it compiles the statement, so nothing the
+    /// writer prepares at open may set it.
+    #[test]
+    fn the_write_connection_syncs_as_its_durability_says() {
+        for (durability, level) in [(Durability::Power, 2), (Durability::Process, 1)] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("ledger.db");
+            let settings = DatabaseSettings {
+                url: format!("sqlite://{}", path.display()),
+                durability,
+                ..DatabaseSettings::default()
+            };
+            let mut session = open_writer(&path, &settings, None).expect("open the writer");
+            let read = session
+                .connection
+                .prepare("PRAGMA synchronous")
+                .expect("prepare");
+            let synchronous = session
+                .connection
+                .query(read)
+                .and_then(|mut query| query.first_row(|row| row.i64(0)))
+                .expect("read the level");
+            assert_eq!(synchronous, Some(Some(level)), "{durability:?}");
+        }
     }
 
     /// The write connection walks a client's list; a reader runs `sql::STATEMENT`. On the same

@@ -9,10 +9,6 @@ pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub const COMMIT: &str = "COMMIT";
 pub const ROLLBACK: &str = "ROLLBACK";
 
-/// Back to SQLite's default sync level on the write connection before it closes (see
-/// `sqlite::connect` for why it runs with `synchronous=OFF` until then).
-pub const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
-
 /// A client's account at the start of its first transaction in a batch: `saldo`, `limite`, and
 /// `ultima_id`, the head of its list of transactions (NULL when it has none). The writer holds
 /// the write lock from `BEGIN IMMEDIATE` on, so what it reads stays true until its `COMMIT`.

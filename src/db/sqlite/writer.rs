@@ -287,12 +287,9 @@ impl Writer {
         {
             tracing::warn!("closing the writer while a commit still runs");
         }
-        let session = lock(&self.shared.session).take();
-        if let Some(mut session) = session
-            && let Err(failure) = session.sync_normal()
-        {
-            tracing::warn!(error = %failure, "cannot restore synchronous=NORMAL before closing");
-        }
+        // Closed here: if it is the last connection to the file, SQLite checkpoints through it,
+        // syncing at its level (NORMAL or FULL, both sync a checkpoint).
+        drop(lock(&self.shared.session).take());
     }
 
     /// Reads `client`'s statement on the write connection, on the caller's thread, between
