@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tempfile::TempDir;
 
-use crate::helpers::{Api, Samples, body, http_client};
+use crate::helpers::{Api, Samples, body, client_builder, http_client};
 use crate::stack::{
     Seen, Sent, Stack, alive, audit, mixed_load, mixed_load_on, status_counts, text,
 };
@@ -511,7 +511,7 @@ async fn reloading_nginx_under_load_fails_no_request_on_a_new_connection() {
     let (tasks, reloads, every, stop_at) =
         (4, 5, Duration::from_millis(700), Duration::from_secs(5));
     let pooled = http_client();
-    let fresh = reqwest::Client::builder()
+    let fresh = client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()

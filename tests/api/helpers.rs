@@ -341,8 +341,20 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-pub fn http_client() -> Client {
+/// A reqwest client builder. Built in one workspace with the load tester, reqwest carries rustls
+/// without a crypto provider (Cargo unifies a dependency's features across the workspace), and
+/// building any client, a plain http:// one included, then needs a process-wide default: ring's,
+/// installed here once.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    #[allow(deprecated)] // ring lacks post-quantum key exchange; these clients speak plain HTTP.
+    let provider = rustls::crypto::ring::default_provider();
+    // Err means a provider is installed already: this one, by an earlier call.
+    let _ = provider.install_default();
     Client::builder()
+}
+
+pub fn http_client() -> Client {
+    client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client")

@@ -22,7 +22,9 @@ use futures::future::join_all;
 use reqwest::{Client, StatusCode};
 use tempfile::TempDir;
 
-use crate::helpers::{Api, CLIENTS, Xorshift, body, free_port, http_client, stored_ledger};
+use crate::helpers::{
+    Api, CLIENTS, Xorshift, body, client_builder, free_port, http_client, stored_ledger,
+};
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
 #[derive(Debug)]
@@ -777,7 +779,7 @@ async fn nginx_reuses_its_connections_to_the_instances() {
 
     // The official load test's clients open a new connection per request; nginx should still
     // reuse its own connections to the instances.
-    let fresh = Client::builder()
+    let fresh = client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()

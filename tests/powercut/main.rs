@@ -153,6 +153,10 @@ async fn run_server(durability: Durability, seed: u64) -> Run {
     let traffic_start = vfs::len() - log_start;
     let database_id = vfs::file(&database).expect("the database goes through the shim");
 
+    // Built in one workspace with the load tester, reqwest carries rustls without a crypto
+    // provider, and building even a plain http:// client needs a process default.
+    #[allow(deprecated)] // ring lacks post-quantum key exchange; this client speaks plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
