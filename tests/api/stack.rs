@@ -1030,12 +1030,17 @@ fn raw_exchange(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
 async fn hostile_http_never_poisons_nginx_upstream_connections() {
     let stack = Stack::up();
     let many_headers: String = (0..120).map(|i| format!("X-H{i}: 1\r\n")).collect();
-    let hostile: [Vec<u8>; 4] = [
+    let hostile: [Vec<u8>; 6] = [
         b"POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\nX-Junk: \x01\x02\r\n\
           Content-Length: 30\r\nConnection: close\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             .to_vec(),
         b"GET /clientes/\xc3\xa9/extrato HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
         b"GET /clientes/1/extrato<x> HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+        // /reset has a location of its own in nginx.conf: its query string is checked too.
+        b"POST /reset?<x> HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+        b"POST /reset?\xc3\xa9 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec(),
         format!(
             "GET /clientes/1/extrato HTTP/1.1\r\nHost: x\r\n{many_headers}Connection: close\r\n\r\n"
         )
