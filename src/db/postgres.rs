@@ -471,39 +471,71 @@ async fn commit_queued(shared: Arc<Shared>) {
 /// Applies `jobs` in one statement and answers each; after a database error, applies them again
 /// one per statement.
 async fn apply(shared: &Shared, jobs: Vec<Job>) {
-    let result = match &jobs[..] {
+    let mut jobs = InFlight(jobs);
+    let result = match &jobs.0[..] {
         [job] => record_one(&shared.pool, job)
             .await
             .map(|outcome| vec![outcome]),
-        _ => record_batch(&shared.pool, &jobs).await,
+        batch => record_batch(&shared.pool, batch).await,
     };
     let err = match result {
         Ok(outcomes) => {
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            for (job, outcome) in jobs.take().into_iter().zip(outcomes) {
                 job.reply.send(Ok(outcome)).ok();
             }
             return;
         }
         Err(err) => err,
     };
-    if jobs.len() > 1 && wrote_nothing_alone_may_pass(&err) {
+    if jobs.0.len() > 1 && wrote_nothing_alone_may_pass(&err) {
         shared.counters.retried.fetch_add(1, Relaxed);
-        tracing::warn!(error = %err, jobs = jobs.len(), "batch failed; applying its writes one by one");
-        for job in jobs {
-            let answer = record_one(&shared.pool, &job).await;
+        tracing::warn!(error = %err, jobs = jobs.0.len(), "batch failed; applying its writes one by one");
+        while let Some(job) = jobs.0.first() {
+            let answer = record_one(&shared.pool, job).await;
+            // Out of the guard only once answered.
+            let job = jobs.0.remove(0);
             job.reply.send(answer.map_err(PgError::Sqlx)).ok();
         }
         return;
     }
     let err = Arc::new(err);
-    for job in jobs {
+    for job in jobs.take() {
         job.reply.send(Err(PgError::Batch(Arc::clone(&err)))).ok();
     }
 }
 
+/// The jobs of a batch the server may be running. If the committer's task is dropped while it
+/// awaits the server (its worker's runtime shutting down), each job still held is answered as a
+/// failed batch, a 500 whose outcome is unknown: the server may have committed it, and the 503
+/// that a dropped job gets ("stopping", retry) would have a client apply it twice. During the
+/// one-by-one retry that includes the jobs not yet sent, which is only cautious.
+struct InFlight(Vec<Job>);
+
+impl InFlight {
+    /// The jobs, out of the guard, to answer.
+    fn take(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let err = Arc::new(sqlx::Error::Protocol(
+            "the committer stopped while the server ran the batch: its outcome is unknown".into(),
+        ));
+        for job in self.take() {
+            job.reply.send(Err(PgError::Batch(Arc::clone(&err)))).ok();
+        }
+    }
+}
+
 /// Marks the committer stopped if its task is dropped before it finished (the worker's runtime
-/// is shutting down), as the SQLite writer's does: the queued jobs are dropped, which answers each
-/// that the instance is stopping, and the next write starts a committer again.
+/// is shutting down), as the SQLite writer's does: the queued jobs, never sent, are dropped,
+/// which answers each that the instance is stopping, and the next write starts a committer
+/// again. The batch under way answers for itself ([`InFlight`]).
 struct Committing<'s>(Option<&'s Shared>);
 
 impl Drop for Committing<'_> {
@@ -608,10 +640,15 @@ fn broken(ord: i64, jobs: usize) -> sqlx::Error {
 }
 
 /// Whether a batch that failed with `err` wrote nothing and its writes may pass one by one: a
-/// database error (the server rolled the statement back) that is not a wait or a conflict
-/// (which would recur) and not a closed pool.
+/// database error (the server rolled the statement back) that is not a wait, a conflict or a
+/// full disk (each would recur) and not a closed pool.
 fn wrote_nothing_alone_may_pass(err: &sqlx::Error) -> bool {
-    err.as_database_error().is_some() && !is_busy(err)
+    err.as_database_error().is_some() && !is_busy(err) && !is_disk_full(err)
+}
+
+/// The server could not extend a file (`53100`, disk_full): it rolled the statement back.
+fn is_disk_full(err: &sqlx::Error) -> bool {
+    sqlstate(err).is_some_and(|code| code == "53100")
 }
 
 /// At each scrape, sets the batch series read rather than counted. The hook holds the queue
@@ -765,8 +802,9 @@ async fn check_durability(pool: &PgPool, durability: Durability) -> Result<(), P
 
 impl From<PgError> for StorageError {
     /// A wait too long, a conflict or a server out of reach ([`is_busy`]) is
-    /// [`StorageError::Busy`] (503), and so is any connection failure under a read; a closed pool
-    /// or a closing queue, [`StorageError::Stopping`]; the rest [`StorageError::Other`] (500).
+    /// [`StorageError::Busy`] (503), and so is any connection failure under a read; a full disk on
+    /// the server, [`StorageError::Full`] (503); a closed pool or a closing queue,
+    /// [`StorageError::Stopping`]; the rest [`StorageError::Other`] (500).
     ///
     /// That rest includes a write whose connection was lost after the server may have read the
     /// whole statement (an end of stream, `57P02`, a time-out): the commit may or may not have
@@ -779,6 +817,7 @@ impl From<PgError> for StorageError {
             (PgError::NotDurable { .. }, _) => StorageError::Other(err.into()),
             (_, None | Some(sqlx::Error::PoolClosed)) => StorageError::Stopping,
             (_, Some(inner)) if is_busy(inner) => StorageError::Busy(err.into()),
+            (_, Some(inner)) if is_disk_full(inner) => StorageError::Full(err.into()),
             (PgError::Read(inner), _) if is_connection_failure(inner) => {
                 StorageError::Busy(err.into())
             }

@@ -338,3 +338,67 @@ async fn restarting_postgresql_under_load_answers_503_and_recovers_by_itself() {
         "a 503 says the write was not applied: {applied_503:#?}"
     );
 }
+
+/// The server out of disk space: every write is answered `503` "storage is full" and stores
+/// nothing, alone or in a batch; statements keep answering; once space is back, writes succeed
+/// without a restart. The server raises `53100` (disk_full) when it cannot extend a file; here a
+/// trigger on the transactions' table raises the same error on every insert, so the instances
+/// meet it exactly as they would, without filling a disk under the test's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_the_server_answers_503_storage_full_and_stores_nothing() {
+    let stack = Stack::try_up_postgres("process", "")
+        .unwrap_or_else(|output| panic!("scripts/stack up on PostgreSQL failed:\n{output}"));
+    let mut admin = PgConnection::connect(&stack.postgres_url())
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    sqlx::raw_sql(
+        "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             RAISE EXCEPTION 'could not extend file: No space left on device'
+                 USING ERRCODE = 'disk_full';
+         END $$;
+         CREATE TRIGGER disk_full BEFORE INSERT ON transacoes
+             FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("the disk_full trigger");
+
+    // Concurrent, so that most are refused in batches and some alone.
+    let stack = &stack;
+    let answers = join_all((0..100).map(|n| {
+        let descricao = format!("full{n}");
+        async move {
+            stack
+                .transaction(n % 5 + 1, &body(1, "c", &descricao))
+                .await
+        }
+    }))
+    .await;
+    for answer in &answers {
+        let message =
+            answer.assert_error(StatusCode::SERVICE_UNAVAILABLE, "a write on a full disk");
+        assert!(message.contains("storage is full"), "{message}");
+    }
+    for id in 1..=5 {
+        let statement = stack.statement(id).await;
+        assert_eq!(
+            statement.status,
+            StatusCode::OK,
+            "statements keep answering"
+        );
+        assert_eq!(
+            (statement.total(), statement.entries().len()),
+            (0, 0),
+            "nothing of a refused write is stored"
+        );
+    }
+
+    sqlx::raw_sql("DROP TRIGGER disk_full ON transacoes")
+        .execute(&mut admin)
+        .await
+        .expect("space back");
+    let answer = stack.transaction(1, &body(7, "c", "back")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(stack.statement(1).await.total(), 7);
+    admin.close().await.ok();
+}
