@@ -104,10 +104,10 @@ impl Application {
         let metrics_listener = match config.metrics_port {
             Some(port) => {
                 let address = format!("{}:{port}", config.host);
-                Some(
-                    TcpListener::bind(&address)
-                        .map_err(|source| StartupError::Listen { address, source })?,
-                )
+                match TcpListener::bind(&address) {
+                    Ok(listener) => Some((listener, address)),
+                    Err(source) => return Err(StartupError::Listen { address, source }),
+                }
             }
             None => None,
         };
@@ -128,12 +128,10 @@ impl Application {
         )
         .map_err(listen_error)?;
         let metrics_server = match metrics_listener {
-            Some(listener) => Some(serve_metrics(listener, metrics.clone()).map_err(|source| {
-                StartupError::Listen {
-                    address: format!("{}:{:?}", config.host, config.metrics_port),
-                    source,
-                }
-            })?),
+            Some((listener, address)) => Some(
+                serve_metrics(listener, metrics.clone())
+                    .map_err(|source| StartupError::Listen { address, source })?,
+            ),
             None => None,
         };
         Ok(Self {

@@ -100,8 +100,8 @@ impl DatabaseSettings {
 pub enum Durability {
     /// The crash of any process (the commit is in the operating system's cache before the
     /// answer), not a power cut or a kernel panic: SQLite's write connection runs at
-    /// `synchronous=OFF` and syncs only in checkpoints; PostgreSQL commits as the server is
-    /// configured (the deployment's `synchronous_commit=on` with `fsync=off`).
+    /// `synchronous=NORMAL`, which syncs the WAL only when it starts over and in checkpoints;
+    /// PostgreSQL commits as the server is configured (the deployment's `fsync=off`).
     Process,
     /// A power cut too: the commit is on disk before the answer. SQLite's write connection runs
     /// at `synchronous=FULL`, which syncs the WAL once per committed batch (group commit: one
