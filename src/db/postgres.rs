@@ -814,14 +814,13 @@ impl From<PgError> for StorageError {
     /// statement (`GET .../extrato`).
     fn from(err: PgError) -> Self {
         match (&err, err.sqlx()) {
-            (PgError::NotDurable { .. }, _) => StorageError::Other(err.into()),
-            (_, None | Some(sqlx::Error::PoolClosed)) => StorageError::Stopping,
+            (PgError::Stopping, _) | (_, Some(sqlx::Error::PoolClosed)) => StorageError::Stopping,
             (_, Some(inner)) if is_busy(inner) => StorageError::Busy(err.into()),
             (_, Some(inner)) if is_disk_full(inner) => StorageError::Full(err.into()),
             (PgError::Read(inner), _) if is_connection_failure(inner) => {
                 StorageError::Busy(err.into())
             }
-            (_, Some(_)) => StorageError::Other(err.into()),
+            _ => StorageError::Other(err.into()),
         }
     }
 }

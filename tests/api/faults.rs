@@ -23,18 +23,8 @@ use tempfile::TempDir;
 
 use crate::helpers::{Api, Samples, body, client_builder, http_client};
 use crate::stack::{
-    Seen, Sent, Stack, alive, audit, mixed_load, mixed_load_on, status_counts, text,
+    Seen, Sent, Stack, alive, audit, mixed_load, mixed_load_on, signal, status_counts, text,
 };
-
-/// Sends `signal` (a name `kill` knows: STOP, CONT, TERM, HUP, INT) to `pid`, through the shell's
-/// builtin `kill`.
-pub(crate) fn signal(pid: u32, signal: &str) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -{signal} {pid}")])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
 
 /// Whether `request` got a definite outcome: 200 (applied) or 422 (refused, not applied).
 fn definite(request: &Sent) -> bool {

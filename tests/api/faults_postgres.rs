@@ -8,7 +8,6 @@
 //!   and the ledger holds every `200` once and no `503`.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -16,10 +15,9 @@ use reqwest::StatusCode;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
-use crate::faults::signal;
 use crate::helpers::{Api, Samples, body};
 use crate::stack::{
-    Seen, Sent, Stack, alive, audit, mixed_load, postgres_ledger, status_counts, text,
+    Seen, Sent, Stack, alive, audit, mixed_load, postgres_ledger, signal, status_counts, text,
 };
 
 /// `pg_stat_wal`'s WAL syncs and writes since the server started, as far as its processes have
@@ -41,11 +39,7 @@ async fn wal_counters(stack: &Stack) -> (i64, i64) {
 async fn stop_instances(stack: &Stack) {
     for name in ["api01", "api02"] {
         let pid = stack.pid(name);
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {pid}")])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {pid}");
+        signal(pid, "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(pid) {
             assert!(Instant::now() < deadline, "{name} still runs");

@@ -255,13 +255,14 @@ pub(crate) fn alive(pid: u32) -> bool {
     })
 }
 
-/// `kill -9`, through the shell's builtin: a `kill` executable (procps) may not be installed.
-pub(crate) fn kill_9(pid: u32) {
+/// Sends `signal` (a name `kill` knows: KILL, STOP, CONT, TERM, HUP, INT) to `pid`, through the
+/// shell's builtin `kill`: a `kill` executable (procps) may not be installed.
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("sh")
-        .args(["-c", &format!("kill -9 {pid}")])
+        .args(["-c", &format!("kill -{signal} {pid}")])
         .status()
         .expect("kill runs");
-    assert!(status.success(), "kill -9 {pid}");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 // ---- end to end ---------------------------------------------------------------------------------
@@ -833,7 +834,7 @@ async fn killing_an_instance_mid_traffic_loses_no_answered_transaction() {
     let load = mixed_load(&stack.address, tasks, 100_000, start, stop_at);
     let kill = async {
         tokio::time::sleep(kill_at).await;
-        kill_9(victim);
+        signal(victim, "KILL");
         start.elapsed()
     };
     let (sent, killed_at) = tokio::join!(load, kill);
@@ -950,7 +951,7 @@ async fn scripts_stack_starts_once_restarts_what_died_and_stops_only_its_own_pro
     assert!(status.status.success(), "{}", text(&status));
 
     // A dead instance is reported, and `up` starts just that one.
-    kill_9(pids[2]);
+    signal(pids[2], "KILL");
     let status = stack.run("status");
     assert_eq!(status.status.code(), Some(3), "{}", text(&status));
     let up = stack.run("up");
