@@ -151,8 +151,7 @@ impl Database {
         metrics: StorageMetrics,
     ) -> Result<Self, StorageError> {
         let (backend, clients) = if postgres::is_url(&settings.url) {
-            let db = postgres::Postgres::connect(settings, &metrics).await?;
-            let clients = db.clients().await?;
+            let (db, clients) = postgres::Postgres::connect(settings, &metrics).await?;
             (Backend::Postgres(db), clients)
         } else {
             let db = sqlite::Sqlite::connect(settings, metrics).await?;

@@ -64,7 +64,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use metrics::Histogram;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, oneshot};
 
 use super::rows::{StatementRow, clients_from_rows, statement_from_rows};
@@ -301,12 +302,18 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects (waiting up to [`CONNECT_PATIENCE`] for a server that is still starting) and
-    /// applies `script.postgres.sql`; reports the batches to `metrics`.
+    /// Connects (waiting up to [`CONNECT_PATIENCE`] for a server that is still starting),
+    /// applies `script.postgres.sql` and reads the clients; reports the batches to `metrics`.
+    ///
+    /// The start-up work runs on a connection of its own, closed before serving. The pool that
+    /// serves opens each connection when a request first needs one, on the worker that runs
+    /// that request: a connection answers on the thread that made it, so the worker reads the
+    /// server's answer itself instead of being woken by the thread that made the connection
+    /// (with one worker, the deployment's, that is every connection).
     pub async fn connect(
         settings: &DatabaseSettings,
         metrics: &StorageMetrics,
-    ) -> Result<Self, PgError> {
+    ) -> Result<(Self, Vec<Client>), PgError> {
         let lock_timeout = settings.busy_timeout.as_millis().to_string();
         // A write waiting longer than this for a client's row fails with 503, as a SQLite write
         // waiting for the file's lock does.
@@ -318,17 +325,9 @@ impl Postgres {
         }
         let options = PgConnectOptions::from_str(&settings.url)?.options(session);
         let deadline = Instant::now() + CONNECT_PATIENCE;
-        let pool = loop {
-            let attempt = PgPoolOptions::new()
-                .min_connections(1)
-                .max_connections(settings.pool_size)
-                .acquire_timeout(settings.busy_timeout)
-                // Each check would be one more round trip per request.
-                .test_before_acquire(false)
-                .connect_with(options.clone())
-                .await;
-            match attempt {
-                Ok(pool) => break pool,
+        let mut startup = loop {
+            match PgConnection::connect_with(&options).await {
+                Ok(connection) => break connection,
                 Err(err) if is_not_up_yet(&err) && Instant::now() < deadline => {
                     tracing::debug!(error = %err, "PostgreSQL not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -336,8 +335,18 @@ impl Postgres {
                 Err(err) => return Err(err.into()),
             }
         };
-        check_durability(&pool, settings.durability).await?;
-        apply_schema(&pool, deadline).await?;
+        check_durability(&mut startup, settings.durability).await?;
+        apply_schema(&mut startup, deadline).await?;
+        let rows = sqlx::query_as(CLIENTS).fetch_all(&mut startup).await?;
+        startup.close().await.ok();
+        let pool = PgPoolOptions::new()
+            // None made ahead: the pool's own task would make it on the start-up thread.
+            .min_connections(0)
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.busy_timeout)
+            // Each check would be one more round trip per request.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         let shared = Arc::new(Shared {
             pool,
             queue: Mutex::default(),
@@ -348,13 +357,7 @@ impl Postgres {
             batch_sizes: metrics.batch_sizes.clone(),
         });
         report_on_scrape(metrics, Arc::downgrade(&shared));
-        Ok(Self { shared })
-    }
-
-    /// Every client and its limit.
-    pub async fn clients(&self) -> Result<Vec<Client>, PgError> {
-        let rows = sqlx::query_as(CLIENTS).fetch_all(&self.shared.pool).await?;
-        Ok(clients_from_rows(rows))
+        Ok((Self { shared }, clients_from_rows(rows)))
     }
 
     /// Applies `transaction` to `client` if the balance allows it, in the next batch; answers
@@ -683,11 +686,11 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 /// with a unique violation once the first commits. Its transaction is rolled back whole, and the
 /// retry finds everything in place. This needs no advisory lock, which CockroachDB and older
 /// YugabyteDB do not have.
-async fn apply_schema(pool: &PgPool, deadline: Instant) -> Result<(), PgError> {
+async fn apply_schema(connection: &mut PgConnection, deadline: Instant) -> Result<(), PgError> {
     let mut attempt = 0_u64;
     loop {
         let result = async {
-            let mut tx = pool.begin().await?;
+            let mut tx = connection.begin().await?;
             sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
             tx.commit().await
         }
@@ -784,14 +787,17 @@ fn is_connection_failure(err: &sqlx::Error) -> bool {
 /// With `DB_DURABILITY=power`, checks that the server syncs its WAL (`fsync`) and protects pages
 /// from torn writes (`full_page_writes`): with either off, a power cut can lose or corrupt what a
 /// synced commit wrote. `process` asks nothing of the server.
-async fn check_durability(pool: &PgPool, durability: Durability) -> Result<(), PgError> {
+async fn check_durability(
+    connection: &mut PgConnection,
+    durability: Durability,
+) -> Result<(), PgError> {
     if durability == Durability::Process {
         return Ok(());
     }
     for setting in ["fsync", "full_page_writes"] {
         let value: String = sqlx::query_scalar("SELECT current_setting($1)")
             .bind(setting)
-            .fetch_one(pool)
+            .fetch_one(&mut *connection)
             .await?;
         if value != "on" {
             return Err(PgError::NotDurable { setting, value });
