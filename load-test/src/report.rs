@@ -24,7 +24,7 @@ use crate::{
     audit::{AuditReport, ClientAudit, ClientVerdict},
     mix::RequestKind,
     profile::ValidationPhase,
-    runner::{LATE_START, Pacing},
+    runner::{LATE_START, Pacing, per_second},
     series::{Series, Target},
     stats::{FailureSample, Recorder},
     transport::TransportSnapshot,
@@ -402,21 +402,13 @@ impl Report {
                 failures: recorder.failures(),
                 inconsistencies: recorder.inconsistencies(),
                 ok_ratio: ratio(recorder.ok()),
-                responses_per_sec: if duration_secs > 0.0 {
-                    requests as f64 / duration_secs
-                } else {
-                    0.0
-                },
+                responses_per_sec: per_second(requests, duration_secs),
             },
             rate: pacing,
             connections: Connections {
                 answers_by_protocol: transport.answers_by_protocol(),
                 opened: transport.connections,
-                opened_per_sec: if duration_secs > 0.0 {
-                    transport.connections as f64 / duration_secs
-                } else {
-                    0.0
-                },
+                opened_per_sec: per_second(transport.connections, duration_secs),
                 requests_per_connection: (transport.connections > 0)
                     .then(|| transport.answers() as f64 / transport.connections as f64),
             },

@@ -641,7 +641,8 @@ async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
     }
 }
 
-fn per_second(count: u64, secs: f64) -> f64 {
+/// `count` a second over `secs` seconds; 0 over an empty span.
+pub(crate) fn per_second(count: u64, secs: f64) -> f64 {
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 

@@ -63,13 +63,6 @@ fn slowest(sent: &[Sent]) -> Duration {
         .unwrap_or_default()
 }
 
-/// One instance's own `/metrics` (on its TCP port, not through nginx, which would pick one).
-async fn instance_metrics(stack: &Stack, instance: usize) -> Samples {
-    let url = format!("http://127.0.0.1:{}/metrics", stack.api_ports[instance]);
-    let answer = stack.http.get(url).send().await.expect("/metrics answers");
-    Samples::parse(&answer.text().await.expect("metrics text"))
-}
-
 /// Both instances' logs (`STACK_DIR/api0N.log`).
 fn instance_logs(stack: &Stack) -> String {
     ["api01", "api02"]
@@ -279,7 +272,7 @@ async fn a_full_disk_refuses_writes_with_503_and_the_stack_recovers_when_space_r
     };
     let mut at_end = [(0.0, 0.0); 2];
     for (instance, counts) in at_end.iter_mut().enumerate() {
-        *counts = checkpoints(&instance_metrics(&stack, instance).await);
+        *counts = checkpoints(&stack.instance_metrics(instance).await);
     }
     let waited = Instant::now();
     let (mut later, mut wal_frames) = (at_end, [f64::MAX; 2]);
@@ -296,7 +289,7 @@ async fn a_full_disk_refuses_writes_with_503_and_the_stack_recovers_when_space_r
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
         tokio::time::sleep(Duration::from_millis(300)).await;
         for instance in 0..2 {
-            let samples = instance_metrics(&stack, instance).await;
+            let samples = stack.instance_metrics(instance).await;
             later[instance] = checkpoints(&samples);
             wal_frames[instance] = samples.value("rinha_wal_frames", &[]);
         }

@@ -10,12 +10,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use reqwest::StatusCode;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
-use crate::helpers::{Api, Samples, body};
+use crate::helpers::{Api, body};
 use crate::stack::{
     Seen, Sent, Stack, alive, audit, mixed_load, postgres_ledger, signal, status_counts, text,
 };
@@ -71,32 +70,16 @@ async fn stop_instances(stack: &Stack) {
 /// instance's own port.
 async fn batches(stack: &Stack) -> f64 {
     let mut total = 0.0;
-    for port in stack.api_ports {
-        let text = stack
-            .http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .expect("/metrics answers")
-            .text()
-            .await
-            .expect("text");
-        total += Samples::parse(&text).value("rinha_write_batch_size_count", &[]);
+    for instance in 0..stack.api_ports.len() {
+        let samples = stack.instance_metrics(instance).await;
+        total += samples.value("rinha_write_batch_size_count", &[]);
     }
     total
 }
 
 /// 300 credits at once through nginx, each its own request; panics unless every one is a 200.
 async fn concurrent_writes(stack: &Stack, tag: &str) {
-    let answers = join_all((0..300).map(|n| {
-        let descricao = format!("{tag}{n}");
-        async move {
-            stack
-                .transaction(n % 5 + 1, &body(1, "c", &descricao))
-                .await
-        }
-    }))
-    .await;
+    let answers = stack.concurrent_credits(tag, 300).await;
     let failed: Vec<_> = answers
         .iter()
         .filter(|answer| answer.status != StatusCode::OK)
@@ -358,16 +341,7 @@ async fn a_full_disk_on_the_server_answers_503_storage_full_and_stores_nothing()
     .expect("the disk_full trigger");
 
     // Concurrent, so that most are refused in batches and some alone.
-    let stack = &stack;
-    let answers = join_all((0..100).map(|n| {
-        let descricao = format!("full{n}");
-        async move {
-            stack
-                .transaction(n % 5 + 1, &body(1, "c", &descricao))
-                .await
-        }
-    }))
-    .await;
+    let answers = stack.concurrent_credits("full", 100).await;
     for answer in &answers {
         let message =
             answer.assert_error(StatusCode::SERVICE_UNAVAILABLE, "a write on a full disk");

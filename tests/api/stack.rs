@@ -23,7 +23,8 @@ use reqwest::{Client, StatusCode};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    Api, CLIENTS, Xorshift, body, client_builder, free_port, http_client, stored_ledger,
+    Answer, Api, CLIENTS, Samples, Xorshift, body, client_builder, free_port, http_client,
+    stored_ledger,
 };
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
@@ -226,6 +227,23 @@ impl Stack {
 
     pub(crate) fn nginx_errors(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nginx-error.log")).unwrap_or_default()
+    }
+
+    /// One instance's own `/metrics` (on its TCP port, not through nginx, which would pick one).
+    pub(crate) async fn instance_metrics(&self, instance: usize) -> Samples {
+        let url = format!("http://127.0.0.1:{}/metrics", self.api_ports[instance]);
+        let answer = self.http.get(url).send().await.expect("/metrics answers");
+        Samples::parse(&answer.text().await.expect("metrics text"))
+    }
+
+    /// `count` credits of 1 sent at once through nginx, each its own request to client
+    /// `n % 5 + 1` with `descricao` `{tag}{n}`; their answers, in that order.
+    pub(crate) async fn concurrent_credits(&self, tag: &str, count: usize) -> Vec<Answer> {
+        join_all((0..count).map(|n| {
+            let descricao = format!("{tag}{n}");
+            async move { self.transaction(n % 5 + 1, &body(1, "c", &descricao)).await }
+        }))
+        .await
     }
 }
 
