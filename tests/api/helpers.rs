@@ -12,7 +12,6 @@
 //! 1-2.4 s here and a schema takes milliseconds. The same suites run on both: `scripts/test` runs the
 //! contract, rules and processes modules a second time with `TEST_DATABASE=postgres`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +25,8 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
+
+pub use crate::ports::free_port;
 
 /// The clients of script.sql: (id, limite).
 pub const CLIENTS: [(i64, i64); 5] = [
@@ -714,14 +715,6 @@ pub async fn stored_ledger(db_path: &Path) -> Vec<StoredTransaction> {
     .expect("read ledger");
     pool.close().await;
     rows.into_iter().map(StoredTransaction::from).collect()
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The samples of a Prometheus text exposition: `name{label="value",...} value` lines. Only

@@ -13,6 +13,8 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod overload;
+#[path = "../shared/ports.rs"]
+mod ports;
 mod processes;
 mod rules;
 mod stack;

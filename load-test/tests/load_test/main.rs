@@ -10,3 +10,5 @@ mod chromium;
 mod fake_server;
 mod helpers;
 mod over_tls;
+#[path = "../../../tests/shared/ports.rs"]
+mod ports;

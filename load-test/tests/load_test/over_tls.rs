@@ -5,7 +5,6 @@
 //! for, and the connections the report counts must be the ones the policy implies.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -16,6 +15,7 @@ use tempfile::TempDir;
 use crate::{
     against_the_real_api::{RealApi, spawn_real_api},
     helpers::{bool_at, load_test, machine_to_myself, u64_at},
+    ports::free_port,
 };
 
 /// nginx in front of one API, on a plain and a TLS port; stopped when dropped.
@@ -95,13 +95,6 @@ impl Drop for Front {
             .args(["-s", "stop"])
             .status();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Answers by protocol in the report's `connections`.
