@@ -17,6 +17,7 @@ use std::process::Command;
 use serde_norway::Value;
 
 use crate::helpers::free_port;
+use crate::ports::free_ports_in_a_row;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -696,7 +697,11 @@ fn derive_stack_config_from(
     upstream: &str,
     source: Option<&Path>,
 ) -> (std::process::Output, [u16; 3]) {
-    let ports = [free_port(), free_port(), free_port()];
+    // `nginx -t` on the derived config really binds STACK_PORT and the TLS and stub_status
+    // ports derived from it (STACK_PORT+6, +3): a run of seven free ports, none handed to
+    // another test's stack.
+    let port = free_ports_in_a_row(7);
+    let ports = [port, free_port(), free_port()];
     let mut command = Command::new(Path::new(ROOT).join("scripts/stack"));
     command
         .arg("config")

@@ -405,7 +405,10 @@ impl Drop for Thaw {
 
 /// api01 frozen (SIGSTOP) for 4 s under load, then thawed: nginx sends the new requests to api02
 /// (least_conn: the frozen one's connections stay busy), those api01 held are answered when it
-/// wakes, within nginx's 10 s read timeout, and nothing is lost.
+/// wakes, within nginx's 10 s read timeout, and nothing is lost. The test holds SQLite's write
+/// lock around the signal, so api01 is never frozen inside a write transaction: that would stall
+/// api02's writes too (the lock is shared; docs/DEPLOYMENT.md "Faults"), which is not what this
+/// test is about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_frozen_for_seconds_delays_only_what_it_held_and_loses_nothing() {
     let stack = Stack::up();
@@ -422,8 +425,10 @@ async fn an_instance_frozen_for_seconds_delays_only_what_it_held_and_loses_nothi
     let load = mixed_load(&stack.address, tasks, 100_000, start, stop_at);
     let fault = async {
         tokio::time::sleep(freeze_at).await;
+        let mut lock = take_sqlite_write_lock(&stack.db_path()).await;
         signal(victim, "STOP");
         let frozen_at = start.elapsed();
+        release_sqlite_write_lock(&mut lock).await;
         tokio::time::sleep(freeze_for).await;
         signal(victim, "CONT");
         (frozen_at, start.elapsed())
@@ -551,7 +556,8 @@ async fn reloading_nginx_under_load_fails_no_request_on_a_new_connection() {
         first_ten(&failed),
         stack.nginx_errors()
     );
-    // On kept-alive connections: only transport errors, each just after a reload.
+    // On kept-alive connections: only transport errors, each soon after a reload (within a
+    // second: the old worker closes its idle connections when the master gets to it).
     let lost: Vec<&Sent> = kept_alive
         .iter()
         .filter(|request| !definite(request))
@@ -560,7 +566,7 @@ async fn reloading_nginx_under_load_fails_no_request_on_a_new_connection() {
         assert!(
             matches!(request.seen, Seen::Transport(_))
                 && reloaded_at.iter().any(|&at| {
-                    request.finished >= at && request.started <= at + Duration::from_millis(500)
+                    request.finished >= at && request.started <= at + Duration::from_secs(1)
                 }),
             "a kept-alive request failed otherwise than by a reload's close: {request:?}"
         );
@@ -597,24 +603,12 @@ async fn stopping_an_instance_under_load_applies_no_write_it_did_not_answer_200(
     let load = mixed_load(&stack.address, tasks, 100_000, start, load_until);
     let fault = async {
         tokio::time::sleep(signal_at - queue_for).await;
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(stack.db_path())
-            .busy_timeout(Duration::from_secs(5));
-        let mut lock = sqlx::ConnectOptions::connect(&options)
-            .await
-            .expect("open the database");
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut lock)
-            .await
-            .expect("take the write lock");
+        let mut lock = take_sqlite_write_lock(&stack.db_path()).await;
         tokio::time::sleep(queue_for).await;
         signal(victim, "TERM");
         let signalled_at = start.elapsed();
         tokio::time::sleep(held_after).await;
-        sqlx::raw_sql("ROLLBACK")
-            .execute(&mut lock)
-            .await
-            .expect("release the write lock");
+        release_sqlite_write_lock(&mut lock).await;
         while alive(victim) && start.elapsed() < signalled_at + Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -643,4 +637,30 @@ async fn stopping_an_instance_under_load_applies_no_write_it_did_not_answer_200(
         audit.unknown_applied, 0,
         "a write answered with an error was committed: {errors:?}"
     );
+}
+
+/// SQLite's write lock on `db`, taken from a connection of the test's own (`BEGIN IMMEDIATE`).
+/// The busy timeout is long because the instances retry far more often than SQLite's busy
+/// handler, which sleeps up to 100 ms between tries, so the test may wait behind many of their
+/// transactions.
+async fn take_sqlite_write_lock(db: &Path) -> sqlx::SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(30));
+    let mut lock = sqlx::ConnectOptions::connect(&options)
+        .await
+        .expect("open the database");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("take the write lock");
+    lock
+}
+
+/// Lets the write lock [`take_sqlite_write_lock`] took go, writing nothing.
+async fn release_sqlite_write_lock(lock: &mut sqlx::SqliteConnection) {
+    sqlx::raw_sql("ROLLBACK")
+        .execute(lock)
+        .await
+        .expect("release the write lock");
 }

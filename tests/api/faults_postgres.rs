@@ -194,6 +194,10 @@ async fn restarting_postgresql_under_load_answers_503_and_recovers_by_itself() {
         let up = tokio::task::spawn_blocking(move || script.output().expect("scripts/stack runs"));
         let url = stack.postgres_url();
         while PgConnection::connect(&url).await.is_err() {
+            assert!(
+                start.elapsed() < starting + Duration::from_secs(30),
+                "the server takes no connection 30 s after `scripts/stack up`"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let accepting = start.elapsed();

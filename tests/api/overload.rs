@@ -2,11 +2,13 @@
 //! request is served once a slot frees; with the defaults nothing is ever shed.
 //!
 //! A slot is held by a POST whose body never finishes arriving (the handler waits for it inside
-//! the limit), sent on a raw socket so the test decides when it ends.
+//! the limit), sent on a raw socket so the test decides when it ends. The tests wait for the
+//! server to have taken each request by reading `rinha_http_requests_in_flight` on the metrics
+//! port (outside the limiter), not for a fixed time.
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use rinha_api::config::Config;
@@ -14,11 +16,42 @@ use rinha_api::db::DatabaseSettings;
 use rinha_api::overload::OverloadSettings;
 use rinha_api::startup::Application;
 
-use crate::helpers::{http_client, sqlite_url};
+use crate::helpers::{Samples, free_port, http_client, sqlite_url};
 
 struct Limited {
     port: u16,
+    metrics_port: u16,
     _dir: tempfile::TempDir,
+}
+
+impl Limited {
+    /// Waits until the server counts exactly `count` requests in flight (held, queued or being
+    /// answered): the gauge moves in the outermost middleware, in the same poll as the limiter
+    /// takes or queues for a slot.
+    async fn wait_in_flight(&self, count: u32) {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = http_client()
+                .get(&url)
+                .send()
+                .await
+                .and_then(|answer| answer.error_for_status())
+                .expect("the metrics port answers")
+                .text()
+                .await
+                .expect("an exposition");
+            let now = Samples::parse(&text).value("rinha_http_requests_in_flight", &[]);
+            if now == f64::from(count) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{now} requests in flight after 10 s, {count} expected"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 async fn spawn_limited(overload: OverloadSettings) -> Limited {
@@ -32,18 +65,25 @@ async fn spawn_limited(overload: OverloadSettings) -> Limited {
         },
         workers: 2,
         overload,
+        metrics_port: Some(free_port()),
         ..Config::default()
     };
+    let metrics_port = config.metrics_port.expect("set above");
     let app = Application::build(config).await.expect("the app starts");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
-    Limited { port, _dir: dir }
+    Limited {
+        port,
+        metrics_port,
+        _dir: dir,
+    }
 }
 
 /// A POST holding a slot until `finish` sends the rest of its body (a blocking socket: the few
-/// bytes written never fill its buffer).
-async fn hold_a_slot(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+/// bytes written never fill its buffer). Returns once the server counts `in_flight` requests,
+/// this one included.
+async fn hold_a_slot(app: &Limited, in_flight: u32) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).expect("connect");
     let body = r#"{"valor": 1, "tipo": "c", "descricao": "held"}"#;
     let head = format!(
         "POST /clientes/1/transacoes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
@@ -51,8 +91,7 @@ async fn hold_a_slot(port: u16) -> TcpStream {
         &body[..5]
     );
     stream.write_all(head.as_bytes()).expect("write");
-    // Let the server start the handler (and take the slot) before the next request.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_in_flight(in_flight).await;
     stream
 }
 
@@ -77,7 +116,7 @@ async fn past_max_in_flight_and_max_queued_a_request_gets_a_json_503_with_retry_
         retry_after_s: 3,
     })
     .await;
-    let held = hold_a_slot(app.port).await;
+    let held = hold_a_slot(&app, 1).await;
     let shed = statement(app.port).await;
     assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(shed.headers()["retry-after"], "3");
@@ -88,7 +127,7 @@ async fn past_max_in_flight_and_max_queued_a_request_gets_a_json_503_with_retry_
             .is_some_and(|e| e.contains("overloaded"))
     );
     finish(held).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_in_flight(0).await;
     assert_eq!(statement(app.port).await.status(), StatusCode::OK);
 }
 
@@ -100,9 +139,9 @@ async fn a_queued_request_is_served_when_a_slot_frees() {
         retry_after_s: 1,
     })
     .await;
-    let held = hold_a_slot(app.port).await;
+    let held = hold_a_slot(&app, 1).await;
     let queued = tokio::spawn(statement(app.port));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.wait_in_flight(2).await;
     // One in flight, one queued: the third is shed.
     assert_eq!(
         statement(app.port).await.status(),
@@ -121,8 +160,8 @@ async fn a_queued_request_is_served_when_a_slot_frees() {
 async fn with_the_defaults_nothing_is_shed() {
     let app = spawn_limited(OverloadSettings::default()).await;
     let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(hold_a_slot(app.port).await);
+    for in_flight in 1..=8 {
+        held.push(hold_a_slot(&app, in_flight).await);
     }
     assert_eq!(statement(app.port).await.status(), StatusCode::OK);
     for stream in held {

@@ -467,9 +467,13 @@ async fn a_write_that_arrives_while_the_instance_stops_gets_a_503_saying_so() {
         payload.len()
     );
     late.write_all(request.as_bytes()).await.expect("sent");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first write must reach storage before the signal, and the signal must stop storage
+    // before the rest of the late write goes. Each takes a few milliseconds; no metric shows the
+    // first (it is taken from the queue at once and waits on the lock), so a second each leaves
+    // room for a busy machine.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     instance.send_sigterm();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     late.write_all(tail.as_bytes())
         .await

@@ -248,10 +248,12 @@ impl Stack {
 }
 
 impl Drop for Stack {
+    /// Never panics: a panic while a failed test unwinds would abort and leave the stack running.
     fn drop(&mut self) {
-        let down = self.run("down");
-        if !down.status.success() {
-            eprintln!("scripts/stack down failed:\n{}", text(&down));
+        match self.script("down").output() {
+            Ok(down) if down.status.success() => {}
+            Ok(down) => eprintln!("scripts/stack down failed:\n{}", text(&down)),
+            Err(error) => eprintln!("scripts/stack down did not run: {error}"),
         }
     }
 }
@@ -917,12 +919,12 @@ async fn killing_an_instance_mid_traffic_loses_no_answered_transaction() {
     );
     // At most the requests api01 held at the instant it died fail: one per task. Everything sent
     // later was routed (or re-routed, when its connect was refused) to api02. (The margin covers
-    // a POST that nginx sends, in the same instant, into a pooled connection whose close it has
-    // not yet processed.)
+    // a POST that nginx sends into a pooled connection whose close it has not yet processed,
+    // which on a busy machine can be a while after the kill.)
     assert!(failed.len() <= tasks, "{} failed requests", failed.len());
     for request in &failed {
         assert!(
-            request.started <= killed_at + Duration::from_millis(100),
+            request.started <= killed_at + Duration::from_secs(1),
             "failed well after the kill: {request:?}"
         );
         assert!(

@@ -193,6 +193,10 @@ async fn the_open_model_keeps_its_timetable_and_reports_the_achieved_rate() {
         "-d",
         "2s",
         "--reset",
+        // Lax: a stall of the shared machine makes every request due during it late; the
+        // timetable is what is tested.
+        "--sla-latency",
+        "5s",
         "-o",
         "json",
     ])
@@ -205,8 +209,10 @@ async fn the_open_model_keeps_its_timetable_and_reports_the_achieved_rate() {
     assert_eq!(u64_at(&report, "/rate/started"), 400);
     assert_eq!(u64_at(&report, "/totals/requests"), 400);
     assert_eq!(f64_at(&report, "/rate/target_per_sec"), 200.0);
+    // 400 started over the 2 s, or over a little more when the last starts ran late (a busy
+    // machine): 170/s is the last one 350 ms late.
     let achieved = f64_at(&report, "/rate/achieved_per_sec");
-    assert!((190.0..=210.0).contains(&achieved), "achieved {achieved}/s");
+    assert!((170.0..=210.0).contains(&achieved), "achieved {achieved}/s");
     assert_eq!(u64_at(&report, "/rate/open_model/not_started"), 0);
 }
 
@@ -486,8 +492,11 @@ async fn the_text_report_shows_rlts_summary_and_ours_and_o_writes_to_a_file() {
 async fn the_text_report_to_a_pipe_has_no_colour_and_no_drawing_characters() {
     let _machine = machine_shared().await;
     let server = spawn(Fault::None).await;
-    // No NO_COLOR: stdout being a pipe must be enough.
-    let run = load_test_without_no_color(&[&server.url(), "-c", "2", "-n", "300"]).await;
+    // No NO_COLOR: stdout being a pipe must be enough. The SLA's latency is made lax: this run
+    // shares the machine, and what is tested is the report's characters, not the speed.
+    let run =
+        load_test_without_no_color(&[&server.url(), "-c", "2", "-n", "300", "--sla-latency", "1m"])
+            .await;
     run.assert_exit(0);
     // rlt's sections, histogram included, are there, in plain text.
     for section in [
@@ -545,6 +554,9 @@ async fn json_writes_the_json_report_to_a_file_and_the_text_report_to_stdout() {
         "--reset",
         "--json",
         path_text,
+        // Shares the machine; the files are tested, not the speed.
+        "--sla-latency",
+        "1m",
     ])
     .await;
     run.assert_exit(0);
@@ -596,11 +608,8 @@ async fn json_writes_the_json_report_to_a_file_and_the_text_report_to_stdout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_is_an_error_with_exit_status_2() {
     let _machine = machine_shared().await;
-    // Bind a port, then free it: nothing listens there any more.
-    let address = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address")
-    };
+    // A port nothing listens on, which no other test is given.
+    let address = format!("127.0.0.1:{}", crate::ports::free_port());
     let run = load_test(&[
         &format!("http://{address}"),
         "-n",

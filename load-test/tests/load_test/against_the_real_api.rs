@@ -8,7 +8,8 @@ use tempfile::TempDir;
 use crate::{
     chromium::check_page,
     helpers::{
-        bool_at, buckets, f64_at, load_test, machine_to_myself, responses_in, sum_over, u64_at,
+        bool_at, buckets, f64_at, load_test, machine_shared, machine_to_myself, responses_in,
+        sum_over, u64_at,
     },
 };
 
@@ -80,6 +81,11 @@ async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request
         "--time-scale",
         "0.02",
         "--no-keepalive",
+        // The SLA's latency is lax: in an open model one stall of the shared machine makes every
+        // request due during it late, and what is tested here is correctness, not speed
+        // (scripts/bench-stack and scripts/compose-test measure that).
+        "--sla-latency",
+        "5s",
         "-o",
         "json",
         "--html",
@@ -137,6 +143,7 @@ async fn the_real_api_passes_the_rinha_profile_with_a_new_connection_per_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_deployment_with_a_reset_token_the_tester_resets_only_with_it() {
+    let _machine = machine_shared().await;
     let api = spawn_real_api_with(ResetAccess::Token("t0ken-for-the-tester".into())).await;
     let without = load_test(&[&api.url, "-n", "20", "--reset"]).await;
     without.assert_exit(2);
@@ -159,6 +166,9 @@ async fn against_a_deployment_with_a_reset_token_the_tester_resets_only_with_it(
         "--reset",
         "--reset-token",
         "t0ken-for-the-tester",
+        // What is tested is the reset, not the speed: a stall on a busy machine passes.
+        "--sla-latency",
+        "1m",
     ])
     .await;
     with.assert_exit(0);
