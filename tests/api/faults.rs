@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tempfile::TempDir;
 
-use crate::helpers::{Api, Samples, body, client_builder, http_client};
+use crate::helpers::{
+    Api, HeldWriteLock, Samples, body, client_builder, hold_sqlite_write_lock, http_client,
+};
 use crate::stack::{
     Seen, Sent, Stack, alive, audit, mixed_load, mixed_load_on, signal, status_counts, text,
 };
@@ -425,10 +427,10 @@ async fn an_instance_frozen_for_seconds_delays_only_what_it_held_and_loses_nothi
     let load = mixed_load(&stack.address, tasks, 100_000, start, stop_at);
     let fault = async {
         tokio::time::sleep(freeze_at).await;
-        let mut lock = take_sqlite_write_lock(&stack.db_path()).await;
+        let lock = sqlite_write_lock(&stack.db_path()).await;
         signal(victim, "STOP");
         let frozen_at = start.elapsed();
-        release_sqlite_write_lock(&mut lock).await;
+        lock.release().await;
         tokio::time::sleep(freeze_for).await;
         signal(victim, "CONT");
         (frozen_at, start.elapsed())
@@ -603,12 +605,12 @@ async fn stopping_an_instance_under_load_applies_no_write_it_did_not_answer_200(
     let load = mixed_load(&stack.address, tasks, 100_000, start, load_until);
     let fault = async {
         tokio::time::sleep(signal_at - queue_for).await;
-        let mut lock = take_sqlite_write_lock(&stack.db_path()).await;
+        let lock = sqlite_write_lock(&stack.db_path()).await;
         tokio::time::sleep(queue_for).await;
         signal(victim, "TERM");
         let signalled_at = start.elapsed();
         tokio::time::sleep(held_after).await;
-        release_sqlite_write_lock(&mut lock).await;
+        lock.release().await;
         while alive(victim) && start.elapsed() < signalled_at + Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -639,28 +641,9 @@ async fn stopping_an_instance_under_load_applies_no_write_it_did_not_answer_200(
     );
 }
 
-/// SQLite's write lock on `db`, taken from a connection of the test's own (`BEGIN IMMEDIATE`).
-/// The busy timeout is long because the instances retry far more often than SQLite's busy
-/// handler, which sleeps up to 100 ms between tries, so the test may wait behind many of their
-/// transactions.
-async fn take_sqlite_write_lock(db: &Path) -> sqlx::SqliteConnection {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .busy_timeout(Duration::from_secs(30));
-    let mut lock = sqlx::ConnectOptions::connect(&options)
-        .await
-        .expect("open the database");
-    sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .expect("take the write lock");
-    lock
-}
-
-/// Lets the write lock [`take_sqlite_write_lock`] took go, writing nothing.
-async fn release_sqlite_write_lock(lock: &mut sqlx::SqliteConnection) {
-    sqlx::raw_sql("ROLLBACK")
-        .execute(lock)
-        .await
-        .expect("release the write lock");
+/// SQLite's write lock on `db` ([`hold_sqlite_write_lock`]). The busy timeout is long because
+/// the instances retry far more often than SQLite's busy handler, which sleeps up to 100 ms
+/// between tries, so the test may wait behind many of their transactions.
+async fn sqlite_write_lock(db: &Path) -> HeldWriteLock {
+    hold_sqlite_write_lock(db, Duration::from_secs(30)).await
 }

@@ -204,19 +204,7 @@ impl TestDatabase {
     /// released: SQLite's write lock on the whole file, or PostgreSQL's lock on the client's row.
     pub async fn hold_write_lock(&self, client: i64) -> HeldWriteLock {
         match self {
-            Self::Sqlite { path, .. } => {
-                let options = SqliteConnectOptions::new()
-                    .filename(path)
-                    .busy_timeout(Duration::from_secs(5));
-                let mut connection = sqlx::SqliteConnection::connect_with(&options)
-                    .await
-                    .expect("open the file");
-                sqlx::raw_sql("BEGIN IMMEDIATE")
-                    .execute(&mut connection)
-                    .await
-                    .expect("take the write lock");
-                HeldWriteLock::Sqlite(connection)
-            }
+            Self::Sqlite { path, .. } => hold_sqlite_write_lock(path, Duration::from_secs(5)).await,
             Self::Postgres { .. } => {
                 let mut connection = self.connect_postgres().await;
                 sqlx::raw_sql("BEGIN")
@@ -238,6 +226,22 @@ impl TestDatabase {
             .await
             .expect("connect to the test database")
     }
+}
+
+/// SQLite's write lock on the file at `path`, taken from a connection of the test's own
+/// (`BEGIN IMMEDIATE`), waiting at most `busy_timeout` for whoever holds it now.
+pub async fn hold_sqlite_write_lock(path: &Path, busy_timeout: Duration) -> HeldWriteLock {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(busy_timeout);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open the file");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+        .expect("take the write lock");
+    HeldWriteLock::Sqlite(connection)
 }
 
 /// A lock held by a test on the database (see [`TestDatabase::hold_write_lock`]).
