@@ -16,8 +16,7 @@ use std::process::Command;
 
 use serde_norway::Value;
 
-use crate::helpers::free_port;
-use crate::ports::free_ports_in_a_row;
+use crate::helpers::{free_port, free_ports_in_a_row};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -26,7 +26,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
-pub use crate::ports::free_port;
+pub use crate::ports::{free_port, free_ports_in_a_row};
 
 /// The clients of script.sql: (id, limite).
 pub const CLIENTS: [(i64, i64); 5] = [
@@ -488,9 +488,7 @@ pub trait Api {
 
     /// `GET /metrics`, parsed.
     async fn metrics(&self) -> Samples {
-        let (status, text) = self.get_text("/metrics").await;
-        assert_eq!(status, StatusCode::OK, "GET /metrics: {text}");
-        Samples::parse(&text)
+        metrics_at(self.client(), self.base()).await
     }
 
     async fn request(&self, method: reqwest::Method, path: &str) -> Answer {
@@ -719,6 +717,19 @@ pub async fn stored_ledger(db_path: &Path) -> Vec<StoredTransaction> {
     .expect("read ledger");
     pool.close().await;
     rows.into_iter().map(StoredTransaction::from).collect()
+}
+
+/// `GET {base}/metrics`, parsed: the API's own port, or the one `API_METRICS_PORT` names.
+pub async fn metrics_at(client: &Client, base: &str) -> Samples {
+    let response = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers");
+    let status = response.status();
+    let text = response.text().await.expect("a text body");
+    assert_eq!(status, StatusCode::OK, "GET /metrics: {text}");
+    Samples::parse(&text)
 }
 
 /// The samples of a Prometheus text exposition: `name{label="value",...} value` lines. Only

@@ -16,7 +16,7 @@ use rinha_api::db::DatabaseSettings;
 use rinha_api::overload::OverloadSettings;
 use rinha_api::startup::Application;
 
-use crate::helpers::{Samples, free_port, http_client, sqlite_url};
+use crate::helpers::{free_port, http_client, metrics_at, sqlite_url};
 
 struct Limited {
     port: u16,
@@ -29,19 +29,15 @@ impl Limited {
     /// answered): the gauge moves in the outermost middleware, in the same poll as the limiter
     /// takes or queues for a slot.
     async fn wait_in_flight(&self, count: u32) {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let (http, base) = (
+            http_client(),
+            format!("http://127.0.0.1:{}", self.metrics_port),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let text = http_client()
-                .get(&url)
-                .send()
+            let now = metrics_at(&http, &base)
                 .await
-                .and_then(|answer| answer.error_for_status())
-                .expect("the metrics port answers")
-                .text()
-                .await
-                .expect("an exposition");
-            let now = Samples::parse(&text).value("rinha_http_requests_in_flight", &[]);
+                .value("rinha_http_requests_in_flight", &[]);
             if now == f64::from(count) {
                 return;
             }

@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use crate::helpers::{
     Answer, Api, CLIENTS, Samples, Xorshift, body, client_builder, free_port, http_client,
-    stored_ledger,
+    metrics_at, stored_ledger,
 };
 
 /// A running stack; stopped (`scripts/stack down`) when dropped.
@@ -231,9 +231,8 @@ impl Stack {
 
     /// One instance's own `/metrics` (on its TCP port, not through nginx, which would pick one).
     pub(crate) async fn instance_metrics(&self, instance: usize) -> Samples {
-        let url = format!("http://127.0.0.1:{}/metrics", self.api_ports[instance]);
-        let answer = self.http.get(url).send().await.expect("/metrics answers");
-        Samples::parse(&answer.text().await.expect("metrics text"))
+        let base = format!("http://127.0.0.1:{}", self.api_ports[instance]);
+        metrics_at(&self.http, &base).await
     }
 
     /// `count` credits of 1 sent at once through nginx, each its own request to client

@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test crate uses part of it
 
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The first port handed out is at least this.
@@ -43,16 +44,19 @@ pub fn free_ports_in_a_row(count: u32) -> u16 {
     panic!("no {count} free ports in a row in {LOW}..{high}");
 }
 
-/// The bottom of the kernel's ephemeral range. A range starting within 1,000 ports of [`LOW`]
-/// leaves no room below it, and the tests stop there rather than race.
+/// The bottom of the kernel's ephemeral range, read once. A range starting within 1,000 ports of
+/// [`LOW`] leaves no room below it, and the tests stop there rather than race.
 fn ephemeral_low() -> u32 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    static LOW_END: OnceLock<u32> = OnceLock::new();
+    let low = *LOW_END.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768)
+    });
     assert!(
         low >= LOW + 1_000,
         "the ephemeral port range starts at {low}: the tests need free ports below it, from {LOW}"
     );
-    low.min(65_536)
+    low
 }
