@@ -13,7 +13,7 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod overload;
-#[path = "../shared/ports.rs"]
+#[path = "../support/ports.rs"]
 mod ports;
 mod processes;
 mod rules;

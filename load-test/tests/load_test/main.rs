@@ -10,5 +10,5 @@ mod chromium;
 mod fake_server;
 mod helpers;
 mod over_tls;
-#[path = "../../../tests/shared/ports.rs"]
+#[path = "../../../tests/support/ports.rs"]
 mod ports;
